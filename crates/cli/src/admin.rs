@@ -1,0 +1,168 @@
+//! Admin commands: `operation`, `token`, `seed`, `maintenance`. Arguments are parsed into
+//! domain types first; then one store call does the work.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use voxtrail_server::Store;
+use voxtrail_server::domain::{OperationName, OperationTz, Scope, TokenSecret, WallClock};
+use voxtrail_server::seed::{self, SeedSpec};
+
+#[derive(Debug, Subcommand)]
+pub enum OperationCmd {
+    /// Create an operation.
+    Create {
+        name: String,
+        /// IANA time zone of the operation's dates.
+        #[arg(long, default_value = OperationTz::DEFAULT)]
+        timezone: String,
+        /// Licenses; the default daily limit of a token is licenses × 1000.
+        #[arg(long, default_value_t = 10)]
+        licenses: u32,
+    },
+    /// List operations.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; prints the secret alone on stdout (shown once) and its ID on stderr.
+    Create {
+        #[arg(long)]
+        operation: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, default_value = "report", value_parser = ["report", "ingest"])]
+        scope: String,
+        /// Uses per operation-local day [default: licenses × 1000].
+        #[arg(long)]
+        daily_limit: Option<u64>,
+    },
+    /// List tokens (never their secrets): ID, operation, scope, description, daily limit,
+    /// created, revoked.
+    List,
+    /// Revoke a token; every running server refuses it within 5 seconds.
+    Revoke { id: i64 },
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    #[arg(long)]
+    operation: String,
+    /// Interactions to generate.
+    #[arg(long)]
+    count: u64,
+    /// Days the interactions spread over.
+    #[arg(long, default_value_t = 7)]
+    days: u32,
+    /// End of the spread, YYYYmmddHHiiss in the operation's time [default: now].
+    #[arg(long)]
+    until: Option<String>,
+    /// Random seed; the same arguments give the same rows.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn open(database: &str) -> anyhow::Result<Store> {
+    Store::open(database).with_context(|| format!("opening database {database}"))
+}
+
+/// Replaces control characters so one record stays on one line.
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+pub fn operation(database: &str, cmd: OperationCmd) -> anyhow::Result<()> {
+    match cmd {
+        OperationCmd::Create { name, timezone, licenses } => {
+            let name = OperationName::parse(&name).map_err(anyhow::Error::msg)?;
+            let tz = OperationTz::parse(&timezone).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(licenses >= 1, "--licenses must be at least 1");
+            let op = open(database)?.create_operation(name.as_str(), tz, licenses)?;
+            println!("{}\t{}\t{}\t{}", op.id, op.name, op.tz.name(), op.licenses);
+        }
+        OperationCmd::List => {
+            for op in open(database)?.list_operations()? {
+                println!("{}\t{}\t{}\t{}", op.id, op.name, op.tz.name(), op.licenses);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn token(database: &str, cmd: TokenCmd) -> anyhow::Result<()> {
+    match cmd {
+        TokenCmd::Create { operation, description, scope, daily_limit } => {
+            let scope = Scope::parse(&scope).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(description.chars().count() <= 500, "--description has at most 500 characters");
+            let store = open(database)?;
+            let op = store.operation(&operation)?;
+            let secret = TokenSecret::generate();
+            let id = store.create_token(op.id, &secret.hash(), scope, &description, daily_limit)?;
+            println!("{}", secret.expose());
+            eprintln!("token id: {id}");
+        }
+        TokenCmd::List => {
+            let per_license = voxtrail_server::Config::default().limits.daily_per_license;
+            for t in open(database)?.list_tokens()? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    one_line(&t.operation.name),
+                    t.scope.as_str(),
+                    one_line(&t.description),
+                    match t.scope {
+                        Scope::Report => t.effective_daily_limit(per_license).to_string(),
+                        Scope::Ingest => "-".to_owned(),
+                    },
+                    t.created_at,
+                    t.revoked_at.as_deref().unwrap_or("-"),
+                );
+            }
+        }
+        TokenCmd::Revoke { id } => {
+            if open(database)?.revoke_token(id)? {
+                eprintln!("token {id} revoked");
+            } else {
+                eprintln!("token {id} was already revoked");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn seed(database: &str, args: SeedArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.days >= 1, "--days must be at least 1");
+    anyhow::ensure!(args.count <= 100_000_000, "--count is at most 100000000");
+    let store = open(database)?;
+    let op = store.operation(&args.operation)?;
+    let until = match &args.until {
+        Some(s) => WallClock::parse_compact(s)
+            .map_err(|_| anyhow::anyhow!("--until {s:?} is not a real time in the form YYYYmmddHHiiss"))?,
+        None => WallClock::now_in(op.tz),
+    };
+    let spec = SeedSpec { count: args.count, days: args.days, until, seed: args.seed };
+    let start = Instant::now();
+    let summary = seed::run(&store, &op, spec, |done| {
+        eprintln!("seeded {done}/{}", args.count);
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "seed done: {} inserted, {} already present, {:.1} s ({:.0} rows/s)",
+        summary.inserted,
+        summary.duplicates,
+        secs,
+        args.count as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+pub fn maintenance(database: &str, on: bool) -> anyhow::Result<()> {
+    open(database)?.set_maintenance(on)?;
+    eprintln!(
+        "maintenance {}; running servers follow within 5 seconds",
+        if on { "on" } else { "off" }
+    );
+    Ok(())
+}

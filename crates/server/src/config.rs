@@ -1,0 +1,241 @@
+//! Configuration, in one place: defaults, then a TOML file (`--config`), then environment
+//! variables `VOXTRAIL_*`, then command-line flags (applied by the binary).
+//!
+//! Every limit of SPEC §4 lives here with its default. This module knows nothing of HTTP.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where `serve` listens.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (default) or, later, `postgres://…`.
+    pub database: String,
+    pub limits: Limits,
+    pub compat: Compat,
+    /// Seconds a client is told to wait (`Retry-After`) while maintenance is on.
+    pub maintenance_retry_after_secs: u64,
+    /// How often cached tokens and the maintenance switch are re-read from the database.
+    pub refresh_interval_ms: u64,
+}
+
+/// The limits of SPEC §4.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_records: u64,
+    pub max_bytes: u64,
+    pub max_window_days: u32,
+    /// Time allowed before an answer must start (the hosted API's consumption limit).
+    pub consumption_timeout_ms: u64,
+    pub concurrent_per_token: u32,
+    /// Daily uses per token for each license of its operation when the token has no own limit.
+    pub daily_per_license: u64,
+    pub ingest_max_records: usize,
+    pub ingest_max_body_bytes: usize,
+}
+
+/// Switches that mimic quirks of the hosted API.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Compat {
+    /// `"200"` (default): an empty window is a 200 with no rows. `"404"`: the hosted API's
+    /// 404 "Validate dates entered".
+    pub empty_window: EmptyWindow,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+pub enum EmptyWindow {
+    #[default]
+    #[serde(rename = "200")]
+    Ok,
+    #[serde(rename = "404")]
+    NotFound,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: "sqlite://voxtrail.db".into(),
+            limits: Limits::default(),
+            compat: Compat::default(),
+            maintenance_retry_after_secs: 300,
+            refresh_interval_ms: 2000,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_records: 60_000,
+            max_bytes: 256 * 1024 * 1024,
+            max_window_days: 31,
+            consumption_timeout_ms: 60_000,
+            concurrent_per_token: 2,
+            daily_per_license: 1000,
+            ingest_max_records: 10_000,
+            ingest_max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for Compat {
+    fn default() -> Self {
+        Self {
+            empty_window: EmptyWindow::Ok,
+        }
+    }
+}
+
+impl Limits {
+    pub fn consumption_timeout(&self) -> Duration {
+        Duration::from_millis(self.consumption_timeout_ms)
+    }
+}
+
+/// Environment variables read on top of the file: `VOXTRAIL_` + the dotted key in upper case
+/// with `__` between sections, e.g. `VOXTRAIL_LIMITS__MAX_RECORDS=1000`.
+const ENV_PREFIX: &str = "VOXTRAIL_";
+
+impl Config {
+    /// Loads defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let mut table = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            table = text
+                .parse::<toml::Table>()
+                .with_context(|| format!("parsing config file {}", path.display()))?;
+        }
+        Self::from_table(table, std::env::vars())
+    }
+
+    /// Merges environment overrides into a parsed file and builds the configuration.
+    pub fn from_table(
+        mut table: toml::Table,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
+            // VOXTRAIL_DATABASE_URL is the documented name of the database setting.
+            let path: Vec<String> = if rest == "DATABASE_URL" {
+                vec!["database".into()]
+            } else {
+                rest.split("__").map(str::to_ascii_lowercase).collect()
+            };
+            if !is_config_key(&path) {
+                continue;
+            }
+            let parsed = value
+                .parse::<toml::Value>()
+                .ok()
+                .filter(|v| !matches!(v, toml::Value::Table(_)))
+                .unwrap_or(toml::Value::String(value.clone()));
+            insert_path(&mut table, &path, parsed);
+        }
+        let cfg: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {}", e.message()))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        anyhow::ensure!(l.concurrent_per_token >= 1, "limits.concurrent_per_token must be at least 1");
+        anyhow::ensure!(l.max_window_days >= 1, "limits.max_window_days must be at least 1");
+        anyhow::ensure!(l.ingest_max_records >= 1, "limits.ingest_max_records must be at least 1");
+        anyhow::ensure!(self.refresh_interval_ms >= 10, "refresh_interval_ms must be at least 10");
+        anyhow::ensure!(
+            self.refresh_interval_ms <= 5000,
+            "refresh_interval_ms must be at most 5000 (revocation must take effect within 5 s)"
+        );
+        Ok(())
+    }
+}
+
+/// Only keys the configuration has are taken from the environment, so unrelated variables
+/// such as `VOXTRAIL_LOG` never make the configuration invalid.
+fn is_config_key(path: &[String]) -> bool {
+    let default = toml::Value::try_from(Config::default()).ok();
+    let mut cur = default.as_ref();
+    for part in path {
+        cur = cur.and_then(|v| v.get(part));
+    }
+    cur.is_some()
+}
+
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let (last, parents) = path.split_last().expect("non-empty path");
+    let mut cur = table;
+    for p in parents {
+        cur = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("config sections are tables");
+    }
+    cur.insert(last.clone(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::from_table(toml::Table::new(), env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.limits.max_bytes, 268_435_456);
+    }
+
+    #[test]
+    fn file_then_env() {
+        let t: toml::Table = "[limits]\nmax_records = 10\n[compat]\nempty_window = \"404\"\n"
+            .parse()
+            .unwrap();
+        let c = Config::from_table(
+            t,
+            env(&[
+                ("VOXTRAIL_LIMITS__CONCURRENT_PER_TOKEN", "3"),
+                ("VOXTRAIL_DATABASE_URL", "sqlite://x.db"),
+                ("VOXTRAIL_LOG", "debug"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_records, 10);
+        assert_eq!(c.limits.concurrent_per_token, 3);
+        assert_eq!(c.compat.empty_window, EmptyWindow::NotFound);
+        assert_eq!(c.database, "sqlite://x.db");
+    }
+
+    #[test]
+    fn bad_values_are_refused_clearly() {
+        let t: toml::Table = "[limits]\nmax_recordz = 10\n".parse().unwrap();
+        let e = Config::from_table(t, env(&[])).unwrap_err().to_string();
+        assert!(e.contains("max_recordz"), "{e}");
+        let e = Config::from_table(
+            toml::Table::new(),
+            env(&[("VOXTRAIL_LIMITS__MAX_RECORDS", "lots")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("invalid configuration"), "{e}");
+        let t: toml::Table = "[limits]\nconcurrent_per_token = 0\n".parse().unwrap();
+        assert!(Config::from_table(t, env(&[])).is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! Every error the HTTP API can answer, mapped to status, error type and message in one table
+//! (`ApiError::parts`). The first six texts are the hosted API's own, byte for byte.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use voxtrail_wire::RecordError;
+
+/// Marks a 500 answer; the request-id middleware writes its body (it knows the request id).
+#[derive(Debug, Clone, Copy)]
+pub struct InternalErrorMarker;
+
+/// Marks an answer refused by a limit, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitRejection(pub &'static str);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("unknown api")]
+    ApiDoesNotExist,
+    #[error("missing parameters")]
+    ParametersRequired,
+    #[error("missing token")]
+    TokenMissing,
+    #[error("invalid token")]
+    TokenInvalid,
+    #[error("daily limit used up")]
+    TokenLimitExceeded,
+    #[error("too many simultaneous requests")]
+    TooManySimultaneous(u32),
+    #[error("invalid date format")]
+    InvalidDateFormat,
+    #[error("date_ini after date_end")]
+    DatesReversed,
+    #[error("window too long")]
+    RangeTooLong(u32),
+    #[error("too many records")]
+    TooManyRecords { found: u64, limit: u64 },
+    #[error("answer too large")]
+    TooLarge { limit_mb: u64 },
+    #[error("maintenance")]
+    Maintenance { retry_after_secs: u64 },
+    #[error("no such path")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("the answer could not start in time")]
+    Timeout { secs: u64 },
+    /// The hosted API's answer to an empty window, when `compat.empty_window = "404"`.
+    #[error("empty window (compat 404)")]
+    EmptyWindowCompat,
+    #[error("invalid records")]
+    InvalidRecords { total: u64, listed: Vec<RecordError> },
+    #[error("conflicting records")]
+    Conflicts(Vec<String>),
+    #[error("too many records in one request")]
+    IngestTooManyRecords(usize),
+    #[error("request body too large")]
+    BodyTooLarge(usize),
+    #[error("unsupported content type")]
+    UnsupportedMediaType,
+    #[error("request body could not be read")]
+    BodyUnreadable,
+    #[error("the database is busy")]
+    Busy,
+    /// A bug or an infrastructure failure; the cause goes to the log only.
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    /// Status, error type and message: the single place where errors meet the wire.
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        use StatusCode as S;
+        const BAD: &str = "BAD REQUEST";
+        const FORBIDDEN: &str = "FORBIDDEN";
+        match self {
+            Self::ApiDoesNotExist => (S::BAD_REQUEST, BAD, "THE API YOU WANT TO CONSULT DOES NOT EXIST".into()),
+            Self::ParametersRequired => (S::BAD_REQUEST, BAD, "SOME PARAMETERS ARE REQUIRED".into()),
+            Self::TokenMissing => (S::UNAUTHORIZED, "UNAUTHORIZED", "PLEASE ENTER THE WOLKVOX-TOKEN".into()),
+            Self::TokenInvalid => (S::FORBIDDEN, FORBIDDEN, "PLEASE VALIDATE TOKEN".into()),
+            Self::TokenLimitExceeded => (S::FORBIDDEN, FORBIDDEN, "TOKEN LIMIT EXCEEDED".into()),
+            Self::TooManySimultaneous(n) => (
+                S::FORBIDDEN,
+                FORBIDDEN,
+                format!("EXCEEDS THE LIMIT OF SIMULTANEOUS REQUESTS PER TOKEN ({n})"),
+            ),
+            Self::InvalidDateFormat => (S::BAD_REQUEST, BAD, "INVALID DATE FORMAT, USE YYYYmmddHHiiss".into()),
+            Self::DatesReversed => (S::BAD_REQUEST, BAD, "date_ini MUST NOT BE AFTER date_end".into()),
+            Self::RangeTooLong(days) => (
+                S::BAD_REQUEST,
+                BAD,
+                format!("THE DATE RANGE EXCEEDS THE LIMIT OF {days} DAYS"),
+            ),
+            Self::TooManyRecords { found, limit } => (
+                S::BAD_REQUEST,
+                BAD,
+                format!("THE RESULT HAS {found} RECORDS, ABOVE THE LIMIT OF {limit}; NARROW THE DATE RANGE"),
+            ),
+            Self::TooLarge { limit_mb } => (
+                S::BAD_REQUEST,
+                BAD,
+                format!("THE RESULT EXCEEDS THE LIMIT OF {limit_mb} MB; NARROW THE DATE RANGE"),
+            ),
+            Self::Maintenance { .. } => (
+                S::FORBIDDEN,
+                FORBIDDEN,
+                "THE API IS TEMPORARILY DISABLED FOR MAINTENANCE".into(),
+            ),
+            Self::NotFound => (S::NOT_FOUND, "NOT FOUND", "THE REQUESTED PATH DOES NOT EXIST".into()),
+            Self::MethodNotAllowed { allow } => (
+                S::METHOD_NOT_ALLOWED,
+                "METHOD NOT ALLOWED",
+                format!("THIS ENDPOINT ONLY ACCEPTS {allow}"),
+            ),
+            Self::Timeout { secs } => (
+                S::GATEWAY_TIMEOUT,
+                "GATEWAY TIMEOUT",
+                format!("THE ANSWER COULD NOT START WITHIN {secs} SECONDS; NARROW THE DATE RANGE"),
+            ),
+            Self::EmptyWindowCompat => (S::NOT_FOUND, "NOT FOUND", "Validate dates entered".into()),
+            Self::InvalidRecords { total, .. } => (
+                S::BAD_REQUEST,
+                BAD,
+                format!("{total} INVALID RECORDS; NOTHING WAS STORED"),
+            ),
+            Self::Conflicts(ids) => (
+                S::CONFLICT,
+                "CONFLICT",
+                format!(
+                    "{} RECORDS CONFLICT WITH STORED ONES (SAME conn_id, DIFFERENT CONTENT); NOTHING WAS STORED",
+                    ids.len()
+                ),
+            ),
+            Self::IngestTooManyRecords(max) => (
+                S::PAYLOAD_TOO_LARGE,
+                "PAYLOAD TOO LARGE",
+                format!("AT MOST {max} RECORDS PER REQUEST"),
+            ),
+            Self::BodyTooLarge(max) => (
+                S::PAYLOAD_TOO_LARGE,
+                "PAYLOAD TOO LARGE",
+                format!("THE BODY EXCEEDS {max} BYTES"),
+            ),
+            Self::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED MEDIA TYPE",
+                "USE Content-Type: application/json OR application/x-ndjson".into(),
+            ),
+            Self::BodyUnreadable => (S::BAD_REQUEST, BAD, "THE REQUEST BODY COULD NOT BE READ".into()),
+            Self::Busy => (
+                S::SERVICE_UNAVAILABLE,
+                "SERVICE UNAVAILABLE",
+                "THE DATABASE IS BUSY; RETRY SHORTLY".into(),
+            ),
+            Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "INTERNAL SERVER ERROR", String::new()),
+        }
+    }
+
+    fn limit_name(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::TokenLimitExceeded => "daily",
+            Self::TooManySimultaneous(_) => "concurrency",
+            Self::RangeTooLong(_) => "window",
+            Self::TooManyRecords { .. } => "records",
+            Self::TooLarge { .. } => "bytes",
+            Self::Timeout { .. } => "timeout",
+            Self::IngestTooManyRecords(_) | Self::BodyTooLarge(_) => "ingest_size",
+            _ => return None,
+        })
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Busy => Self::Busy,
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error, msg) = self.parts();
+        let body = match &self {
+            Self::InvalidRecords { listed, .. } => voxtrail_wire::error_body_with(status.as_u16(), error, &msg, listed),
+            Self::Conflicts(ids) => voxtrail_wire::error_body_with(status.as_u16(), error, &msg, ids),
+            _ => voxtrail_wire::error_body(status.as_u16(), error, &msg),
+        };
+        let mut resp = (status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match &self {
+            Self::Maintenance { retry_after_secs } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::Busy => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::MethodNotAllowed { allow } => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Self::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "internal error");
+                resp.extensions_mut().insert(InternalErrorMarker);
+            }
+            _ => {}
+        }
+        if let Some(limit) = self.limit_name() {
+            resp.extensions_mut().insert(LimitRejection(limit));
+        }
+        resp
+    }
+}

@@ -1,0 +1,197 @@
+//! The HTTP API: router, shared state, and the `Application` that binds a listener and runs
+//! until told to stop. Only this layer knows status codes; errors meet the wire in `error.rs`.
+
+pub mod error;
+pub mod observe;
+pub mod report;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::compression::CompressionLayer;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::limits::{DailyUsage, Slots};
+use crate::store::Store;
+use error::ApiError;
+
+/// State shared by every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
+    pub slots: Arc<Slots>,
+    pub usage: Arc<DailyUsage>,
+    maintenance: Arc<AtomicBool>,
+    metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn maintenance_on(&self) -> bool {
+        self.maintenance.load(Ordering::Relaxed)
+    }
+}
+
+/// The OpenAPI 3 document of every endpoint.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Builds the router with every route and middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v2/reports_manager.php", any(report::report))
+        .route("/api/v2/information.php", any(report::token_info))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(CompressionLayer::new())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(observe::observe))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed { allow: "GET, HEAD" }
+}
+
+async fn healthz() -> Response {
+    json_ok(r#"{"status":"ok"}"#)
+}
+
+async fn readyz(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
+    match st.store.blocking(|s| s.ping()).await {
+        Ok(()) => json_ok(r#"{"status":"ready"}"#),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"status":"database unreachable"}"#,
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    json_ok(OPENAPI)
+}
+
+fn json_ok(body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every app in the process).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+            let buckets = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("voxtrail_http_request_duration_seconds".into()),
+                    &buckets,
+                )
+                .expect("static bucket list is not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding program); ours still renders.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// A bound server, ready to run. Tests bind port 0 and read `local_addr`.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds the listener and prepares the state; reads the maintenance switch once.
+    pub async fn build(config: Config, store: Store) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let maintenance = store
+            .blocking(|s| s.maintenance())
+            .await
+            .context("reading the maintenance switch")?;
+        let state = AppState {
+            auth: Arc::new(Auth::new(Duration::from_millis(config.refresh_interval_ms))),
+            slots: Slots::new(config.limits.concurrent_per_token),
+            usage: DailyUsage::new(),
+            maintenance: Arc::new(AtomicBool::new(maintenance)),
+            metrics: metrics_handle(),
+            config: Arc::new(config),
+            store,
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight answers and saves usage counts.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let st = self.state.clone();
+        let refresher = tokio::spawn(background(st.clone()));
+        let app = router(self.state);
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        refresher.abort();
+        if let Err(e) = st.usage.flush(&st.store).await {
+            tracing::error!(error = %e, "saving usage counts at shutdown");
+        }
+        served.map_err(Into::into)
+    }
+}
+
+/// Re-reads the maintenance switch and writes usage counts behind, on a timer.
+async fn background(st: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_millis(st.config.refresh_interval_ms.min(1000)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match st.store.blocking(|s| s.maintenance()).await {
+            Ok(on) => st.maintenance.store(on, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "reading the maintenance switch"),
+        }
+        if let Err(e) = st.usage.flush(&st.store).await {
+            tracing::warn!(error = %e, "saving usage counts");
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! `GET /api/v2/reports_manager.php` (report `chat_12`) and `GET /api/v2/information.php`
+//! (`token_info`), with the checks of SPEC §3 in their contractual order.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+use super::observe::LogFields;
+use super::AppState;
+use crate::auth::AuthFailure;
+use crate::config::EmptyWindow;
+use crate::domain::{Scope, Token, WallClock, Window, WindowError};
+use crate::limits::SlotGuard;
+use crate::store::{ReportQuery, ReportRefusal, StoreResult};
+
+/// The query parameters the report reads. A repeated parameter: the last one wins, as in PHP.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReportParams {
+    pub api: Option<String>,
+    pub date_ini: Option<String>,
+    pub date_end: Option<String>,
+}
+
+impl ReportParams {
+    /// Parses a raw query string. Bad percent-encoding is kept literally and invalid UTF-8
+    /// replaced, so such values fail later as the parameter they are, never as a crash.
+    pub fn parse(query: Option<&str>) -> Self {
+        let mut p = Self::default();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let slot = match k.as_ref() {
+                "api" => &mut p.api,
+                "date_ini" => &mut p.date_ini,
+                "date_end" => &mut p.date_end,
+                _ => continue,
+            };
+            *slot = Some(v.into_owned());
+        }
+        p
+    }
+}
+
+fn present(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+/// Checks shared by every `/api/v2/` endpoint, in order: method, maintenance, token.
+pub(super) async fn admit(
+    st: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    scope: Scope,
+    allowed: &'static [Method],
+    allow_text: &'static str,
+) -> Result<Token, ApiError> {
+    if !allowed.contains(method) {
+        return Err(ApiError::MethodNotAllowed { allow: allow_text });
+    }
+    if st.maintenance_on() {
+        return Err(ApiError::Maintenance {
+            retry_after_secs: st.config.maintenance_retry_after_secs,
+        });
+    }
+    let header = headers.get("wolkvox-token").map(HeaderValue::as_bytes);
+    match st.auth.check(&st.store, header, scope).await? {
+        Ok(t) => Ok(t),
+        Err(AuthFailure::Missing) => Err(ApiError::TokenMissing),
+        Err(AuthFailure::Invalid) => Err(ApiError::TokenInvalid),
+    }
+}
+
+/// Takes a concurrency slot, then counts one use against the daily limit.
+async fn take_slot_and_use(st: &AppState, token: &Token) -> Result<(SlotGuard, u64), ApiError> {
+    let slot = st
+        .slots
+        .try_acquire(token.id)
+        .ok_or(ApiError::TooManySimultaneous(st.slots.max()))?;
+    let day = WallClock::now_in(token.operation.tz).day();
+    let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
+    let used = st
+        .usage
+        .try_consume(&st.store, token.id, day, limit)
+        .await?
+        .map_err(|_| ApiError::TokenLimitExceeded)?;
+    Ok((slot, used))
+}
+
+const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
+
+#[tracing::instrument(name = "report", skip_all)]
+pub async fn report(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let token = admit(&st, &method, &headers, Scope::Report, GET_HEAD, "GET, HEAD").await?;
+    let params = ReportParams::parse(query.as_deref());
+    match present(&params.api) {
+        None => return Err(ApiError::ParametersRequired),
+        Some(voxtrail_wire::CHAT_12) => {}
+        Some(_) => return Err(ApiError::ApiDoesNotExist),
+    }
+    let (Some(ini), Some(end)) = (present(&params.date_ini), present(&params.date_end)) else {
+        return Err(ApiError::ParametersRequired);
+    };
+    let limits = &st.config.limits;
+    let window = Window::parse(ini, end, limits.max_window_days).map_err(|e| match e {
+        WindowError::BadFormat => ApiError::InvalidDateFormat,
+        WindowError::Reversed => ApiError::DatesReversed,
+        WindowError::TooLong => ApiError::RangeTooLong(limits.max_window_days),
+    })?;
+    let (slot, _) = take_slot_and_use(&st, &token).await?;
+
+    let started = st.store.start_report(ReportQuery {
+        operation_id: token.operation.id,
+        window,
+        max_records: limits.max_records,
+        max_bytes: limits.max_bytes,
+    });
+    let timeout_secs = limits.consumption_timeout().as_secs();
+    let stream = match tokio::time::timeout(limits.consumption_timeout(), started).await {
+        Err(_) => return Err(ApiError::Timeout { secs: timeout_secs }),
+        Ok(Err(_)) => return Err(ApiError::Internal(anyhow::anyhow!("report producer stopped"))),
+        Ok(Ok(Err(ReportRefusal::TooManyRecords(found)))) => {
+            return Err(ApiError::TooManyRecords {
+                found,
+                limit: limits.max_records,
+            });
+        }
+        Ok(Ok(Err(ReportRefusal::TooLarge))) => {
+            return Err(ApiError::TooLarge {
+                limit_mb: limits.max_bytes / (1024 * 1024),
+            });
+        }
+        Ok(Ok(Err(ReportRefusal::Store(e)))) => return Err(e.into()),
+        Ok(Ok(Ok(s))) => s,
+    };
+    let fields = LogFields {
+        operation: Some(token.operation.name.clone()),
+        rows: Some(stream.head.rows),
+    };
+    if stream.head.rows == 0 && st.config.compat.empty_window == EmptyWindow::NotFound {
+        let mut resp = ApiError::EmptyWindowCompat.into_response();
+        resp.extensions_mut().insert(fields);
+        return Ok(resp);
+    }
+    let body = Body::from_stream(SlotBody {
+        chunks: stream.chunks,
+        _slot: slot,
+    });
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(stream.head.body_len));
+    resp.extensions_mut().insert(fields);
+    Ok(resp)
+}
+
+/// The report body: chunks from the producer, with the concurrency slot held until the stream
+/// ends or is dropped (client gone) — not when the handler returns.
+struct SlotBody {
+    chunks: mpsc::Receiver<StoreResult<Bytes>>,
+    _slot: SlotGuard,
+}
+
+impl Stream for SlotBody {
+    type Item = StoreResult<Bytes>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.chunks.poll_recv(cx)
+    }
+}
+
+#[tracing::instrument(name = "token_info", skip_all)]
+pub async fn token_info(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let token = admit(&st, &method, &headers, Scope::Report, GET_HEAD, "GET, HEAD").await?;
+    let params = ReportParams::parse(query.as_deref());
+    match present(&params.api) {
+        None => return Err(ApiError::ParametersRequired),
+        Some("token_info") => {}
+        Some(_) => return Err(ApiError::ApiDoesNotExist),
+    }
+    let (_slot, used) = take_slot_and_use(&st, &token).await?;
+    // Persist pending counts so the operation-wide figure includes every token's uses.
+    st.usage.flush(&st.store).await?;
+    let day = WallClock::now_in(token.operation.tz).day();
+    let op_id = token.operation.id;
+    let all = st.store.blocking(move |s| s.operation_usage(op_id, day)).await?;
+    let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
+    let row = voxtrail_wire::TokenInfoRow {
+        description: token.description.clone(),
+        token_limit: limit.to_string(),
+        token_use_today: used.to_string(),
+        all_token_today: all.max(used).to_string(),
+        available_consumption_options: limit.saturating_sub(used).to_string(),
+    };
+    let body = voxtrail_wire::ok_body("1 records were found", &[row]);
+    let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    resp.extensions_mut().insert(LogFields {
+        operation: Some(token.operation.name.clone()),
+        rows: Some(1),
+    });
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn last_occurrence_wins_and_others_are_ignored() {
+        let p = ReportParams::parse(Some("api=x&api=chat_12&date_ini=1&wolkvox_server=0042&date_end=2"));
+        assert_eq!(p.api.as_deref(), Some("chat_12"));
+        assert_eq!(p.date_ini.as_deref(), Some("1"));
+        assert_eq!(p.date_end.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn broken_encoding_survives_as_text() {
+        let p = ReportParams::parse(Some("api=chat_12&date_ini=%ZZ%C3%28&date_end=%"));
+        assert_eq!(p.date_ini.as_deref(), Some("%ZZ\u{fffd}("));
+        assert_eq!(p.date_end.as_deref(), Some("%"));
+    }
+
+    proptest! {
+        #[test]
+        fn query_parser_never_panics(q in "\\PC{0,64}") {
+            let p = ReportParams::parse(Some(&q));
+            if let (Some(a), Some(b)) = (&p.date_ini, &p.date_end) {
+                let _ = Window::parse(a, b, 31);
+            }
+        }
+
+        #[test]
+        fn query_parser_never_panics_on_bytes(q in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let s = String::from_utf8_lossy(&q);
+            let _ = ReportParams::parse(Some(&s));
+        }
+    }
+}

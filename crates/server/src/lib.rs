@@ -1,0 +1,18 @@
+//! voxtrail's server library: everything the `voxtrail` binary serves and administers.
+//!
+//! Layers, from the edge inward: `http` (wire, status codes) → `auth`, `limits`, `ingest`
+//! (rules) → `store` (SQL) → `domain` (types parsed at the edge). `config` is read once at
+//! start-up; `seed` makes synthetic data. See ARCHITECTURE.md.
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod ingest;
+pub mod limits;
+pub mod seed;
+pub mod store;
+
+pub use config::Config;
+pub use http::Application;
+pub use store::Store;

@@ -1,0 +1,174 @@
+//! The per-token limits of SPEC §4 that live in the server process: concurrency slots and the
+//! daily use counter.
+//!
+//! Slots are in memory: a [`SlotGuard`] is moved into the response body so the slot is held
+//! until the last byte is written or the client goes away. Daily counts are decided in memory
+//! (atomic with the check) and written behind to the store every second and at shutdown, so a
+//! restart keeps them; a crash can forget at most the last second of uses. This is the SQLite,
+//! single-process design; see docs/adr/0002-limits-in-process.md.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::store::{Store, StoreResult};
+
+/// Concurrency slots per token.
+#[derive(Debug)]
+pub struct Slots {
+    max: u32,
+    held: Mutex<HashMap<i64, u32>>,
+}
+
+/// One held slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct SlotGuard {
+    slots: Arc<Slots>,
+    token: i64,
+}
+
+impl Slots {
+    pub fn new(max: u32) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
+    /// Takes a slot for `token`, or `None` when `max` are already held.
+    pub fn try_acquire(self: &Arc<Self>, token: i64) -> Option<SlotGuard> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(token).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(SlotGuard {
+            slots: self.clone(),
+            token,
+        })
+    }
+
+    /// Slots currently held by `token`.
+    pub fn held(&self, token: i64) -> u32 {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.get(&token).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.token) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.token);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Count {
+    used: u64,
+    dirty: bool,
+}
+
+/// Daily use counts per `(token, operation-local day)`.
+#[derive(Debug, Default)]
+pub struct DailyUsage {
+    counts: Mutex<HashMap<(i64, i64), Count>>,
+}
+
+/// The daily limit is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitExceeded;
+
+impl DailyUsage {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, i64), Count>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one use if the limit allows it; returns the uses so far today, this one included.
+    pub async fn try_consume(
+        &self,
+        store: &Store,
+        token: i64,
+        day: i64,
+        limit: u64,
+    ) -> StoreResult<Result<u64, LimitExceeded>> {
+        let known = self.lock().contains_key(&(token, day));
+        if !known {
+            let persisted = store.blocking(move |s| s.token_usage(token, day)).await?;
+            self.lock().entry((token, day)).or_insert(Count {
+                used: persisted,
+                dirty: false,
+            });
+        }
+        let mut counts = self.lock();
+        let c = counts.get_mut(&(token, day)).expect("entry inserted above");
+        if c.used >= limit {
+            return Ok(Err(LimitExceeded));
+        }
+        c.used += 1;
+        c.dirty = true;
+        Ok(Ok(c.used))
+    }
+
+    /// Writes changed counts to the store. Entries of days long past are dropped afterwards.
+    pub async fn flush(&self, store: &Store) -> StoreResult<()> {
+        let dirty: Vec<(i64, i64, u64)> = self
+            .lock()
+            .iter()
+            .filter(|(_, c)| c.dirty)
+            .map(|(&(t, d), c)| (t, d, c.used))
+            .collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let rows = dirty.clone();
+        store.blocking(move |s| s.save_usage(&rows)).await?;
+        let oldest_kept = oldest_current_day();
+        let mut counts = self.lock();
+        for (t, d, used) in dirty {
+            if let Some(c) = counts.get_mut(&(t, d)) {
+                if c.used == used {
+                    c.dirty = false;
+                }
+            }
+        }
+        counts.retain(|&(_, day), c| c.dirty || day >= oldest_kept);
+        Ok(())
+    }
+}
+
+/// No time zone is more than 14 hours from UTC, so every operation's "today" is at least the
+/// UTC date of yesterday.
+fn oldest_current_day() -> i64 {
+    let y = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
+    crate::domain::WallClock::from_naive(y.and_hms_opt(0, 0, 0).expect("midnight")).day()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_freed_when_guards_drop() {
+        let slots = Slots::new(2);
+        let a = slots.try_acquire(1).unwrap();
+        let _b = slots.try_acquire(1).unwrap();
+        assert!(slots.try_acquire(1).is_none());
+        assert!(slots.try_acquire(2).is_some(), "other tokens are independent");
+        drop(a);
+        assert_eq!(slots.held(1), 1);
+        assert!(slots.try_acquire(1).is_some());
+    }
+}

@@ -1,0 +1,247 @@
+//! Storage: operations, tokens, interactions, daily usage and switches.
+//!
+//! `Store` is the one entry point the rest of the server uses. Today it has one backend,
+//! embedded SQLite (`sqlite.rs`); the PostgreSQL backend will be a second variant of the same
+//! enum, with the same methods, tested by the same conformance suite. The store knows SQL and
+//! the domain types; it knows nothing of HTTP.
+
+pub mod sqlite;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash, Window};
+
+pub use sqlite::SqliteStore;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no operation named {0:?}")]
+    NoSuchOperation(String),
+    #[error("an operation named {0:?} already exists")]
+    OperationExists(String),
+    #[error("no token with id {0}")]
+    NoSuchToken(i64),
+    #[error("the database is busy (another writer holds it); try again")]
+    Busy,
+    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
+    BadUrl(String),
+    #[error("stored data is not what this version expects: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Maps SQLite's busy/locked codes to `Busy` so callers can answer "try again".
+    pub(crate) fn from_sqlite(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => Self::Busy,
+            _ => Self::Sqlite(e),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What happened to one record offered to an ingestion transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    /// Already stored with identical content.
+    Duplicate,
+    /// Already stored with different content.
+    Conflict,
+}
+
+/// A write transaction that receives interactions one by one. Dropping it without `commit`
+/// rolls everything back.
+pub trait IngestSink {
+    fn insert(&mut self, record: &Interaction) -> StoreResult<InsertOutcome>;
+    fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// Count and size of a report answer, known before its first byte is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportHead {
+    pub rows: u64,
+    /// Exact length of the whole JSON body.
+    pub body_len: u64,
+}
+
+/// Why a report was refused before streaming.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportRefusal {
+    #[error("{0} records, above the limit")]
+    TooManyRecords(u64),
+    #[error("answer larger than the limit")]
+    TooLarge,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A report being produced: its head, then the body in chunks. Dropping `chunks` stops the
+/// producer and ends its read transaction.
+pub struct ReportStream {
+    pub head: ReportHead,
+    pub chunks: mpsc::Receiver<StoreResult<Bytes>>,
+}
+
+/// The parameters a report producer needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportQuery {
+    pub operation_id: i64,
+    pub window: Window,
+    pub max_records: u64,
+    pub max_bytes: u64,
+}
+
+/// The storage backend. An enum rather than a trait object: two backends, static dispatch.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(s) => write!(f, "Store::Sqlite({})", s.path().display()),
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the database a URL names.
+    pub fn open(url: &str) -> StoreResult<Self> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StoreError::BadUrl(url.to_owned()));
+            }
+            return Ok(Self::Sqlite(SqliteStore::open(std::path::Path::new(path))?));
+        }
+        Err(StoreError::BadUrl(url.to_owned()))
+    }
+
+    /// Runs a blocking store call off the async runtime.
+    pub async fn blocking<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> StoreResult<T> + Send + 'static,
+    {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+    }
+
+    pub fn ping(&self) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(s) => s.ping(),
+        }
+    }
+
+    pub fn create_operation(&self, name: &str, tz: OperationTz, licenses: u32) -> StoreResult<Operation> {
+        match self {
+            Self::Sqlite(s) => s.create_operation(name, tz, licenses),
+        }
+    }
+
+    pub fn list_operations(&self) -> StoreResult<Vec<Operation>> {
+        match self {
+            Self::Sqlite(s) => s.list_operations(),
+        }
+    }
+
+    pub fn operation(&self, name: &str) -> StoreResult<Operation> {
+        match self {
+            Self::Sqlite(s) => s.operation(name),
+        }
+    }
+
+    pub fn create_token(
+        &self,
+        operation_id: i64,
+        hash: &TokenHash,
+        scope: Scope,
+        description: &str,
+        daily_limit: Option<u64>,
+    ) -> StoreResult<i64> {
+        match self {
+            Self::Sqlite(s) => s.create_token(operation_id, hash, scope, description, daily_limit),
+        }
+    }
+
+    pub fn list_tokens(&self) -> StoreResult<Vec<Token>> {
+        match self {
+            Self::Sqlite(s) => s.list_tokens(),
+        }
+    }
+
+    /// Revokes a token; `Ok(false)` when it was already revoked.
+    pub fn revoke_token(&self, id: i64) -> StoreResult<bool> {
+        match self {
+            Self::Sqlite(s) => s.revoke_token(id),
+        }
+    }
+
+    pub fn token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<Token>> {
+        match self {
+            Self::Sqlite(s) => s.token_by_hash(hash),
+        }
+    }
+
+    pub fn set_maintenance(&self, on: bool) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(s) => s.set_maintenance(on),
+        }
+    }
+
+    pub fn maintenance(&self) -> StoreResult<bool> {
+        match self {
+            Self::Sqlite(s) => s.maintenance(),
+        }
+    }
+
+    /// Uses of a token on an operation-local day (`YYYYmmdd`), as last persisted.
+    pub fn token_usage(&self, token_id: i64, day: i64) -> StoreResult<u64> {
+        match self {
+            Self::Sqlite(s) => s.token_usage(token_id, day),
+        }
+    }
+
+    /// Uses of all tokens of an operation on a day, as last persisted.
+    pub fn operation_usage(&self, operation_id: i64, day: i64) -> StoreResult<u64> {
+        match self {
+            Self::Sqlite(s) => s.operation_usage(operation_id, day),
+        }
+    }
+
+    /// Persists absolute usage counts `(token_id, day, used)`.
+    pub fn save_usage(&self, rows: &[(i64, i64, u64)]) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(s) => s.save_usage(rows),
+        }
+    }
+
+    /// Opens a write transaction for ingestion into one operation.
+    pub fn begin_ingest(&self, operation_id: i64) -> StoreResult<Box<dyn IngestSink + '_>> {
+        match self {
+            Self::Sqlite(s) => Ok(Box::new(s.begin_ingest(operation_id)?)),
+        }
+    }
+
+    /// Starts producing a report on a blocking thread. The head (or the refusal) arrives on the
+    /// returned channel once count and size are known from the same snapshot as the rows.
+    pub fn start_report(&self, q: ReportQuery) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
+        match self {
+            Self::Sqlite(s) => s.start_report(q),
+        }
+    }
+}
