@@ -39,6 +39,8 @@ pub struct Limits {
     pub daily_per_license: u64,
     pub ingest_max_records: usize,
     pub ingest_max_body_bytes: usize,
+    /// Time allowed to receive a whole ingestion body (slow-drip bodies are cut off).
+    pub ingest_body_timeout_ms: u64,
 }
 
 /// Switches that mimic quirks of the hosted API.
@@ -83,6 +85,7 @@ impl Default for Limits {
             daily_per_license: 1000,
             ingest_max_records: 10_000,
             ingest_max_body_bytes: 64 * 1024 * 1024,
+            ingest_body_timeout_ms: 30_000,
         }
     }
 }

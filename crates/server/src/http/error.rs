@@ -60,6 +60,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request body could not be read")]
     BodyUnreadable,
+    #[error("request body sent too slowly")]
+    BodyTimeout(u64),
     #[error("the database is busy")]
     Busy,
     /// A bug or an infrastructure failure; the cause goes to the log only.
@@ -147,6 +149,11 @@ impl ApiError {
                 "USE Content-Type: application/json OR application/x-ndjson".into(),
             ),
             Self::BodyUnreadable => (S::BAD_REQUEST, BAD, "THE REQUEST BODY COULD NOT BE READ".into()),
+            Self::BodyTimeout(secs) => (
+                S::REQUEST_TIMEOUT,
+                "REQUEST TIMEOUT",
+                format!("THE REQUEST BODY WAS NOT RECEIVED WITHIN {secs} SECONDS"),
+            ),
             Self::Busy => (
                 S::SERVICE_UNAVAILABLE,
                 "SERVICE UNAVAILABLE",

@@ -2,6 +2,7 @@
 //! until told to stop. Only this layer knows status codes; errors meet the wire in `error.rs`.
 
 pub mod error;
+pub mod ingest;
 pub mod observe;
 pub mod report;
 
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v2/reports_manager.php", any(report::report))
         .route("/api/v2/information.php", any(report::token_info))
+        .route("/api/v2/interactions", any(ingest::interactions))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
