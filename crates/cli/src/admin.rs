@@ -70,12 +70,18 @@ fn open(database: &str) -> anyhow::Result<Store> {
 
 /// Replaces control characters so one record stays on one line.
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 pub fn operation(database: &str, cmd: OperationCmd) -> anyhow::Result<()> {
     match cmd {
-        OperationCmd::Create { name, timezone, licenses } => {
+        OperationCmd::Create {
+            name,
+            timezone,
+            licenses,
+        } => {
             let name = OperationName::parse(&name).map_err(anyhow::Error::msg)?;
             let tz = OperationTz::parse(&timezone).map_err(anyhow::Error::msg)?;
             anyhow::ensure!(licenses >= 1, "--licenses must be at least 1");
@@ -93,9 +99,17 @@ pub fn operation(database: &str, cmd: OperationCmd) -> anyhow::Result<()> {
 
 pub fn token(database: &str, cmd: TokenCmd) -> anyhow::Result<()> {
     match cmd {
-        TokenCmd::Create { operation, description, scope, daily_limit } => {
+        TokenCmd::Create {
+            operation,
+            description,
+            scope,
+            daily_limit,
+        } => {
             let scope = Scope::parse(&scope).map_err(anyhow::Error::msg)?;
-            anyhow::ensure!(description.chars().count() <= 500, "--description has at most 500 characters");
+            anyhow::ensure!(
+                description.chars().count() <= 500,
+                "--description has at most 500 characters"
+            );
             let store = open(database)?;
             let op = store.operation(&operation)?;
             let secret = TokenSecret::generate();
@@ -138,11 +152,17 @@ pub fn seed(database: &str, args: SeedArgs) -> anyhow::Result<()> {
     let store = open(database)?;
     let op = store.operation(&args.operation)?;
     let until = match &args.until {
-        Some(s) => WallClock::parse_compact(s)
-            .map_err(|_| anyhow::anyhow!("--until {s:?} is not a real time in the form YYYYmmddHHiiss"))?,
+        Some(s) => WallClock::parse_compact(s).map_err(|_| {
+            anyhow::anyhow!("--until {s:?} is not a real time in the form YYYYmmddHHiiss")
+        })?,
         None => WallClock::now_in(op.tz),
     };
-    let spec = SeedSpec { count: args.count, days: args.days, until, seed: args.seed };
+    let spec = SeedSpec {
+        count: args.count,
+        days: args.days,
+        until,
+        seed: args.seed,
+    };
     let start = Instant::now();
     let summary = seed::run(&store, &op, spec, |done| {
         eprintln!("seeded {done}/{}", args.count);

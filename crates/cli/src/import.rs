@@ -3,9 +3,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
-use std::rc::Rc;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -45,9 +45,17 @@ fn open_input(path: &PathBuf, format: Option<Format>) -> anyhow::Result<Input> {
     let mut reader = BufReader::with_capacity(READ_BUFFER, raw);
     let format = match format {
         Some(f) => f,
-        None => Format::sniff(reader.fill_buf().with_context(|| format!("reading {name}"))?),
+        None => Format::sniff(
+            reader
+                .fill_buf()
+                .with_context(|| format!("reading {name}"))?,
+        ),
     };
-    Ok(Input { name, reader: Box::new(reader), format })
+    Ok(Input {
+        name,
+        reader: Box::new(reader),
+        format,
+    })
 }
 
 struct StderrProgress {
@@ -60,13 +68,21 @@ impl Progress for StderrProgress {
         if self.last.elapsed().as_secs_f64() >= 1.0 {
             self.last = Instant::now();
             let secs = self.start.elapsed().as_secs_f64();
-            eprintln!("read {count} records ({:.0} records/s)", count as f64 / secs.max(1e-9));
+            eprintln!(
+                "read {count} records ({:.0} records/s)",
+                count as f64 / secs.max(1e-9)
+            );
         }
     }
 }
 
 pub fn run(database: &str, args: ImportArgs) -> anyhow::Result<()> {
-    let format = args.format.as_deref().map(Format::parse).transpose().map_err(anyhow::Error::msg)?;
+    let format = args
+        .format
+        .as_deref()
+        .map(Format::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let stdin_uses = args.files.iter().filter(|f| f.as_os_str() == "-").count();
     anyhow::ensure!(stdin_uses <= 1, "standard input (-) can be named only once");
     // Open every input before touching the database, so a missing file changes nothing.
@@ -86,7 +102,10 @@ pub fn run(database: &str, args: ImportArgs) -> anyhow::Result<()> {
         names.push(input.name.clone());
         if input.format == Format::JsonArray {
             let mut buf = Vec::new();
-            input.reader.read_to_end(&mut buf).with_context(|| format!("reading {}", input.name))?;
+            input
+                .reader
+                .read_to_end(&mut buf)
+                .with_context(|| format!("reading {}", input.name))?;
             arrays.push((i, buf));
         } else {
             streams.push((i, input));
@@ -139,7 +158,11 @@ pub fn run(database: &str, args: ImportArgs) -> anyhow::Result<()> {
         }
         Err(IngestError::Invalid { total, listed }) => {
             for e in &listed {
-                let field = if e.field.is_empty() { String::new() } else { format!(" {}:", e.field) };
+                let field = if e.field.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}:", e.field)
+                };
                 eprintln!("rejected: {}:{field} {}", locate(e.index), e.reason);
             }
             anyhow::bail!("{total} invalid records; nothing was imported")

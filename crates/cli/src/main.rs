@@ -69,7 +69,9 @@ fn main() -> ExitCode {
         Command::Token(cmd) => admin::token(&database(cli.database), cmd),
         Command::Import(args) => import::run(&database(cli.database), args),
         Command::Seed(args) => admin::seed(&database(cli.database), args),
-        Command::Maintenance { state } => admin::maintenance(&database(cli.database), state == "on"),
+        Command::Maintenance { state } => {
+            admin::maintenance(&database(cli.database), state == "on")
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,10 +92,17 @@ fn database(flag: Option<String>) -> String {
 fn init_logging(serving: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if serving { "info" } else { "warn" };
-    let filter = EnvFilter::try_from_env("VOXTRAIL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("VOXTRAIL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if serving {
-        builder.json().flatten_event(true).with_current_span(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
     } else {
         builder.without_time().init();
     }

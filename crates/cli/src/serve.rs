@@ -16,7 +16,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-pub fn serve(database: Option<String>, listen: Option<SocketAddr>, config: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn serve(
+    database: Option<String>,
+    listen: Option<SocketAddr>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let mut cfg = Config::load(config.as_deref())?;
     if let Some(db) = database {
         cfg.database = db;
@@ -24,7 +28,8 @@ pub fn serve(database: Option<String>, listen: Option<SocketAddr>, config: Optio
     if let Some(l) = listen {
         cfg.listen = l;
     }
-    let store = Store::open(&cfg.database).with_context(|| format!("opening database {}", cfg.database))?;
+    let store =
+        Store::open(&cfg.database).with_context(|| format!("opening database {}", cfg.database))?;
     runtime()?.block_on(run(cfg, store, None))
 }
 
@@ -33,7 +38,8 @@ pub fn demo(database: Option<String>, listen: Option<SocketAddr>, rows: u64) -> 
     let url = match database {
         Some(db) => db,
         None => {
-            let path = std::env::temp_dir().join(format!("voxtrail-demo-{}.db", std::process::id()));
+            let path =
+                std::env::temp_dir().join(format!("voxtrail-demo-{}.db", std::process::id()));
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
             }
@@ -52,11 +58,33 @@ pub fn demo(database: Option<String>, listen: Option<SocketAddr>, rows: u64) -> 
     };
     let until = WallClock::now_in(op.tz);
     eprintln!("seeding {rows} demo interactions into {url} …");
-    seed::run(&store, &op, SeedSpec { count: rows, days: 3, until, seed: 1 }, |_| {})?;
+    seed::run(
+        &store,
+        &op,
+        SeedSpec {
+            count: rows,
+            days: 3,
+            until,
+            seed: 1,
+        },
+        |_| {},
+    )?;
     let token = TokenSecret::generate();
-    store.create_token(op.id, &token.hash(), Scope::Report, "demo report token", None)?;
+    store.create_token(
+        op.id,
+        &token.hash(),
+        Scope::Report,
+        "demo report token",
+        None,
+    )?;
     let ingest = TokenSecret::generate();
-    store.create_token(op.id, &ingest.hash(), Scope::Ingest, "demo ingest token", None)?;
+    store.create_token(
+        op.id,
+        &ingest.hash(),
+        Scope::Ingest,
+        "demo ingest token",
+        None,
+    )?;
     let ini = WallClock::from_naive(until.to_naive() - chrono::Duration::hours(1));
     let demo = Demo {
         token: token.expose().to_owned(),

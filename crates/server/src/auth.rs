@@ -25,10 +25,13 @@ pub enum AuthFailure {
     Invalid,
 }
 
+/// Token hash → (when it was read, what the store said).
+type TokenCache = HashMap<[u8; 32], (Instant, Option<Token>)>;
+
 #[derive(Debug)]
 pub struct Auth {
     ttl: Duration,
-    cache: Mutex<HashMap<[u8; 32], (Instant, Option<Token>)>>,
+    cache: Mutex<TokenCache>,
 }
 
 impl Auth {

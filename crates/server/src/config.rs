@@ -129,7 +129,9 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
         for (key, value) in env {
-            let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             // VOXTRAIL_DATABASE_URL is the documented name of the database setting.
             let path: Vec<String> = if rest == "DATABASE_URL" {
                 vec!["database".into()]
@@ -148,17 +150,31 @@ impl Config {
         }
         let cfg: Self = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {}", e.message()))?;
+            .map_err(|e: toml::de::Error| {
+                anyhow::anyhow!("invalid configuration: {}", e.message())
+            })?;
         cfg.check()?;
         Ok(cfg)
     }
 
     fn check(&self) -> anyhow::Result<()> {
         let l = &self.limits;
-        anyhow::ensure!(l.concurrent_per_token >= 1, "limits.concurrent_per_token must be at least 1");
-        anyhow::ensure!(l.max_window_days >= 1, "limits.max_window_days must be at least 1");
-        anyhow::ensure!(l.ingest_max_records >= 1, "limits.ingest_max_records must be at least 1");
-        anyhow::ensure!(self.refresh_interval_ms >= 10, "refresh_interval_ms must be at least 10");
+        anyhow::ensure!(
+            l.concurrent_per_token >= 1,
+            "limits.concurrent_per_token must be at least 1"
+        );
+        anyhow::ensure!(
+            l.max_window_days >= 1,
+            "limits.max_window_days must be at least 1"
+        );
+        anyhow::ensure!(
+            l.ingest_max_records >= 1,
+            "limits.ingest_max_records must be at least 1"
+        );
+        anyhow::ensure!(
+            self.refresh_interval_ms >= 10,
+            "refresh_interval_ms must be at least 10"
+        );
         anyhow::ensure!(
             self.refresh_interval_ms <= 5000,
             "refresh_interval_ms must be at most 5000 (revocation must take effect within 5 s)"
@@ -196,7 +212,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -8,8 +8,8 @@
 
 use std::io::BufRead;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use voxtrail_wire::{Chat12RowRef, IngestSummary, RecordError};
 
 use crate::domain::{Interaction, OperationTz, WallClock};
@@ -206,7 +206,13 @@ pub fn read_csv<'a, R: std::io::Read + 'a>(input: R) -> RecordIter<'a> {
     let mut rdr = csv::ReaderBuilder::new().flexible(false).from_reader(input);
     let header = match rdr.headers() {
         Ok(h) => h.clone(),
-        Err(e) => return Box::new(std::iter::once(Err(err(0, "", format!("invalid CSV header: {e}"))))),
+        Err(e) => {
+            return Box::new(std::iter::once(Err(err(
+                0,
+                "",
+                format!("invalid CSV header: {e}"),
+            ))));
+        }
     };
     let names = voxtrail_wire::CHAT_12_FIELDS;
     let mut pos: [Option<usize>; 11] = [None; 11];
@@ -222,7 +228,10 @@ pub fn read_csv<'a, R: std::io::Read + 'a>(input: R) -> RecordIter<'a> {
         .filter(|f| pos[names.iter().position(|n| n == f).expect("required field")].is_none())
         .collect();
     if !missing.is_empty() {
-        let reason = format!("the CSV header lacks the required columns: {}", missing.join(", "));
+        let reason = format!(
+            "the CSV header lacks the required columns: {}",
+            missing.join(", ")
+        );
         return Box::new(std::iter::once(Err(err(0, "header", reason))));
     }
     let mut index = 0u64;
@@ -277,7 +286,11 @@ pub fn read_csv<'a, R: std::io::Read + 'a>(input: R) -> RecordIter<'a> {
 const REQUIRED: [&str; 5] = ["conn_id", "agent_id", "from", "to", "date"];
 
 /// Validates one record and serialises its `chat_12` object. Every problem is reported.
-pub fn validate(raw: RawRecord, index: u64, tz: OperationTz) -> Result<Interaction, Vec<RecordError>> {
+pub fn validate(
+    raw: RawRecord,
+    index: u64,
+    tz: OperationTz,
+) -> Result<Interaction, Vec<RecordError>> {
     let mut errors = Vec::new();
     let mut text = |name: &'static str, f: Field, required: bool, max: usize| -> String {
         match f {
@@ -313,7 +326,11 @@ pub fn validate(raw: RawRecord, index: u64, tz: OperationTz) -> Result<Interacti
     let cod_act = text("cod_act", raw.cod_act, false, MAX_ID_BYTES);
     let description_cod_act = text("description_cod_act", raw.description_cod_act, false, 1024);
 
-    for (name, v) in [("conn_id", &conn_id), ("agent_id", &agent_id), ("cod_act", &cod_act)] {
+    for (name, v) in [
+        ("conn_id", &conn_id),
+        ("agent_id", &agent_id),
+        ("cod_act", &cod_act),
+    ] {
         if v.chars().any(char::is_control) {
             errors.push(err(index, name, "must not contain control characters"));
         }
@@ -325,7 +342,11 @@ pub fn validate(raw: RawRecord, index: u64, tz: OperationTz) -> Result<Interacti
         errors.push(err(index, "from", "is not an email address"));
     }
     if !to.is_empty() {
-        let parts: Vec<&str> = to.split([',', ';']).map(str::trim).filter(|p| !p.is_empty()).collect();
+        let parts: Vec<&str> = to
+            .split([',', ';'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
         if parts.is_empty() || !parts.iter().all(|p| is_address(p)) {
             errors.push(err(
                 index,
@@ -349,8 +370,15 @@ pub fn validate(raw: RawRecord, index: u64, tz: OperationTz) -> Result<Interacti
             }
         }
     };
-    let total = conn_id.len() + agent_id.len() + agent_name.len() + from.len() + to.len()
-        + subject.len() + body.len() + cod_act.len() + description_cod_act.len();
+    let total = conn_id.len()
+        + agent_id.len()
+        + agent_name.len()
+        + from.len()
+        + to.len()
+        + subject.len()
+        + body.len()
+        + cod_act.len()
+        + description_cod_act.len();
     if total > MAX_RECORD_BYTES {
         errors.push(err(index, "", "record larger than 16 MiB"));
     }
@@ -373,7 +401,11 @@ pub fn validate(raw: RawRecord, index: u64, tz: OperationTz) -> Result<Interacti
         description_cod_act: &description_cod_act,
     }
     .write_json(&mut json);
-    Ok(Interaction { conn_id, date, json })
+    Ok(Interaction {
+        conn_id,
+        date,
+        json,
+    })
 }
 
 /// A plain address (`a@b.co`) or a named one (`Ana <a@b.co>`), without control characters.
@@ -383,7 +415,9 @@ fn is_address(s: &str) -> bool {
         (Some(open), true) => &s[open + 1..s.len() - 1],
         _ => s,
     };
-    let Some((local, domain)) = addr.rsplit_once('@') else { return false };
+    let Some((local, domain)) = addr.rsplit_once('@') else {
+        return false;
+    };
     !local.is_empty()
         && !domain.is_empty()
         && !s.chars().any(char::is_control)
@@ -405,7 +439,10 @@ pub fn parse_date(s: &str, tz: OperationTz) -> Option<WallClock> {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("{total} invalid records")]
-    Invalid { total: u64, listed: Vec<RecordError> },
+    Invalid {
+        total: u64,
+        listed: Vec<RecordError>,
+    },
     #[error("{} conn_id already stored with different content", .0.len())]
     Conflicts(Vec<String>),
     #[error("more than {0} records")]
@@ -434,19 +471,22 @@ pub fn ingest(
     mut sink: Box<dyn IngestSink + '_>,
     progress: &mut dyn Progress,
 ) -> Result<IngestSummary, IngestError> {
-    let mut summary = IngestSummary { inserted: 0, duplicates: 0 };
+    let mut summary = IngestSummary {
+        inserted: 0,
+        duplicates: 0,
+    };
     let mut invalid_total = 0u64;
     let mut listed = Vec::new();
     let mut conflicts = Vec::new();
     let mut count = 0u64;
     for (i, item) in records.enumerate() {
         count += 1;
-        if let Some(max) = max_records {
-            if i >= max {
-                return Err(IngestError::TooManyRecords(max));
-            }
+        if let Some(max) = max_records
+            && i >= max
+        {
+            return Err(IngestError::TooManyRecords(max));
         }
-        if count % 10_000 == 0 {
+        if count.is_multiple_of(10_000) {
             progress.records_read(count);
         }
         // Records are numbered by their position in the whole input, whatever the reader said.
@@ -475,7 +515,10 @@ pub fn ingest(
     }
     progress.records_read(count);
     if invalid_total > 0 {
-        return Err(IngestError::Invalid { total: invalid_total, listed });
+        return Err(IngestError::Invalid {
+            total: invalid_total,
+            listed,
+        });
     }
     if !conflicts.is_empty() {
         return Err(IngestError::Conflicts(conflicts));
@@ -511,8 +554,12 @@ mod tests {
     #[test]
     fn rfc3339_is_converted_to_the_operation_wall_clock() {
         let raw: RawRecord =
-            serde_json::from_str(&line("").replace("2026-10-01 08:15:00", "2026-10-01T13:15:00Z")).unwrap();
-        assert_eq!(validate(raw, 0, tz()).unwrap().date.to_string(), "2026-10-01 08:15:00");
+            serde_json::from_str(&line("").replace("2026-10-01 08:15:00", "2026-10-01T13:15:00Z"))
+                .unwrap();
+        assert_eq!(
+            validate(raw, 0, tz()).unwrap().date.to_string(),
+            "2026-10-01 08:15:00"
+        );
     }
 
     #[test]
@@ -544,7 +591,13 @@ mod tests {
         assert_eq!(items.len(), 3);
         assert_eq!(items[1].as_ref().unwrap_err().index, 1);
         let broken: Vec<_> = read_json_array(b"[{\"a\":").collect();
-        assert!(broken[0].as_ref().unwrap_err().reason.starts_with("invalid JSON array"));
+        assert!(
+            broken[0]
+                .as_ref()
+                .unwrap_err()
+                .reason
+                .starts_with("invalid JSON array")
+        );
     }
 
     #[test]
@@ -558,8 +611,15 @@ mod tests {
         let e = missing[0].as_ref().unwrap_err();
         assert_eq!(e.field, "header");
         assert!(e.reason.ends_with("agent_id, to, date"), "{}", e.reason);
-        let ragged: Vec<_> = read_csv("conn_id,agent_id,from,to,date\n1,2,3\n".as_bytes()).collect();
-        assert!(ragged[0].as_ref().unwrap_err().reason.contains("invalid CSV record"));
+        let ragged: Vec<_> =
+            read_csv("conn_id,agent_id,from,to,date\n1,2,3\n".as_bytes()).collect();
+        assert!(
+            ragged[0]
+                .as_ref()
+                .unwrap_err()
+                .reason
+                .contains("invalid CSV record")
+        );
     }
 
     #[test]

@@ -138,10 +138,10 @@ impl DailyUsage {
         let oldest_kept = oldest_current_day();
         let mut counts = self.lock();
         for (t, d, used) in dirty {
-            if let Some(c) = counts.get_mut(&(t, d)) {
-                if c.used == used {
-                    c.dirty = false;
-                }
+            if let Some(c) = counts.get_mut(&(t, d))
+                && c.used == used
+            {
+                c.dirty = false;
             }
         }
         counts.retain(|&(_, day), c| c.dirty || day >= oldest_kept);
@@ -166,7 +166,10 @@ mod tests {
         let a = slots.try_acquire(1).unwrap();
         let _b = slots.try_acquire(1).unwrap();
         assert!(slots.try_acquire(1).is_none());
-        assert!(slots.try_acquire(2).is_some(), "other tokens are independent");
+        assert!(
+            slots.try_acquire(2).is_some(),
+            "other tokens are independent"
+        );
         drop(a);
         assert_eq!(slots.held(1), 1);
         assert!(slots.try_acquire(1).is_some());

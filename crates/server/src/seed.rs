@@ -24,8 +24,16 @@ pub struct SeedSpec {
 const COMMIT_EVERY: u64 = 100_000;
 
 /// Generates and stores the rows, reporting progress after each commit.
-pub fn run(store: &Store, op: &Operation, spec: SeedSpec, mut progress: impl FnMut(u64)) -> StoreResult<IngestSummary> {
-    let mut summary = IngestSummary { inserted: 0, duplicates: 0 };
+pub fn run(
+    store: &Store,
+    op: &Operation,
+    spec: SeedSpec,
+    mut progress: impl FnMut(u64),
+) -> StoreResult<IngestSummary> {
+    let mut summary = IngestSummary {
+        inserted: 0,
+        duplicates: 0,
+    };
     let mut generator = Generator::new(op, spec);
     let mut done = 0u64;
     while done < spec.count {
@@ -81,7 +89,10 @@ impl Generator {
             .take(20)
             .collect::<String>()
             .to_ascii_lowercase();
-        let domain = format!("{}.contact-center.co", if slug.is_empty() { "ops" } else { &slug });
+        let domain = format!(
+            "{}.contact-center.co",
+            if slug.is_empty() { "ops" } else { &slug }
+        );
         let n_agents = 24 + (rng.random::<u32>() % 24) as usize;
         let agents = (0..n_agents)
             .map(|i| {
@@ -118,7 +129,11 @@ impl Generator {
         let offset = ((frac * self.span_secs as f64) as i64).min(self.span_secs);
         let date = WallClock::from_naive(self.start + chrono::Duration::seconds(offset));
         let agent = &self.agents[rng.random_range(0..self.agents.len())];
-        let spanish = if rng.random_bool(0.85) { agent.spanish } else { !agent.spanish };
+        let spanish = if rng.random_bool(0.85) {
+            agent.spanish
+        } else {
+            !agent.spanish
+        };
 
         self.to.clear();
         let recipients = if rng.random_bool(0.1) { 2 } else { 1 };
@@ -155,7 +170,8 @@ impl Generator {
             } else {
                 (GREET_EN, PARAS_EN, CLOSE_EN)
             };
-            self.body.push_str(&pick(rng, greet).replace("{name}", customer));
+            self.body
+                .push_str(&pick(rng, greet).replace("{name}", customer));
             self.body.push_str("\n\n");
             let n = rng.random_range(4..10);
             for _ in 0..n {
@@ -166,7 +182,11 @@ impl Generator {
             self.body.push_str("\n\n");
             self.body.push_str(&agent.name);
             self.body.push('\n');
-            self.body.push_str(if spanish { "Servicio al cliente · " } else { "Customer care · " });
+            self.body.push_str(if spanish {
+                "Servicio al cliente · "
+            } else {
+                "Customer care · "
+            });
             self.body.push_str(&self.domain);
         }
         let conn_id = format!("sd{}-{}-{}", self.spec.seed, self.spec.until.as_i64(), i);
@@ -186,7 +206,11 @@ impl Generator {
             description_cod_act: code_desc,
         }
         .write_json(&mut json);
-        Interaction { conn_id, date, json }
+        Interaction {
+            conn_id,
+            date,
+            json,
+        }
     }
 }
 
@@ -215,12 +239,17 @@ fn ascii_lower(s: &str) -> String {
 
 fn html_body(rng: &mut ChaCha8Rng, out: &mut String, spanish: bool, customer: &str, case: u32) {
     let (title, cols) = if spanish {
-        ("Estado de su solicitud", ["Fecha", "Concepto", "Valor", "Estado"])
+        (
+            "Estado de su solicitud",
+            ["Fecha", "Concepto", "Valor", "Estado"],
+        )
     } else {
         ("Your request status", ["Date", "Item", "Amount", "Status"])
     };
     out.push_str("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><style>table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px}</style></head><body>");
-    out.push_str(&format!("<h2>{title} #{case}</h2><p>{customer},</p><table><tr>"));
+    out.push_str(&format!(
+        "<h2>{title} #{case}</h2><p>{customer},</p><table><tr>"
+    ));
     for c in cols {
         out.push_str(&format!("<th>{c}</th>"));
     }
@@ -233,7 +262,14 @@ fn html_body(rng: &mut ChaCha8Rng, out: &mut String, spanish: bool, customer: &s
             1 + r % 12,
             1 + r % 28,
             pick(rng, if spanish { ITEMS_ES } else { ITEMS_EN }),
-            pick(rng, if spanish { &["Pagado", "Pendiente", "En revisión"][..] } else { &["Paid", "Pending", "Under review"][..] }),
+            pick(
+                rng,
+                if spanish {
+                    &["Pagado", "Pendiente", "En revisión"][..]
+                } else {
+                    &["Paid", "Pending", "Under review"][..]
+                }
+            ),
         ));
     }
     out.push_str("</table><p>");
@@ -242,25 +278,72 @@ fn html_body(rng: &mut ChaCha8Rng, out: &mut String, spanish: bool, customer: &s
 }
 
 const FIRST_ES: &[&str] = &[
-    "María", "José", "Luis", "Ana", "Carlos", "Lucía", "Andrés", "Camila", "Juan", "Valentina", "Sofía",
-    "Diego", "Daniela", "Felipe", "Natalia", "Sebastián", "Paula", "Jorge", "Laura", "Nicolás", "Mónica",
-    "Julián", "Catalina", "Óscar",
+    "María",
+    "José",
+    "Luis",
+    "Ana",
+    "Carlos",
+    "Lucía",
+    "Andrés",
+    "Camila",
+    "Juan",
+    "Valentina",
+    "Sofía",
+    "Diego",
+    "Daniela",
+    "Felipe",
+    "Natalia",
+    "Sebastián",
+    "Paula",
+    "Jorge",
+    "Laura",
+    "Nicolás",
+    "Mónica",
+    "Julián",
+    "Catalina",
+    "Óscar",
 ];
 const LAST_ES: &[&str] = &[
-    "García", "Rodríguez", "Martínez", "López", "González", "Pérez", "Sánchez", "Ramírez", "Torres", "Gómez",
-    "Díaz", "Vargas", "Castro", "Rojas", "Moreno", "Muñoz", "Jiménez", "Herrera", "Ospina", "Restrepo",
+    "García",
+    "Rodríguez",
+    "Martínez",
+    "López",
+    "González",
+    "Pérez",
+    "Sánchez",
+    "Ramírez",
+    "Torres",
+    "Gómez",
+    "Díaz",
+    "Vargas",
+    "Castro",
+    "Rojas",
+    "Moreno",
+    "Muñoz",
+    "Jiménez",
+    "Herrera",
+    "Ospina",
+    "Restrepo",
 ];
 const FIRST_EN: &[&str] = &[
-    "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Emily",
-    "Daniel", "Sarah", "Chris", "Karen", "Kevin", "Laura", "Brian", "Megan",
+    "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David",
+    "Emily", "Daniel", "Sarah", "Chris", "Karen", "Kevin", "Laura", "Brian", "Megan",
 ];
 const LAST_EN: &[&str] = &[
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Wilson", "Anderson", "Taylor",
-    "Thomas", "Moore", "Martin", "Clark", "Walker", "Young",
+    "Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Wilson", "Anderson",
+    "Taylor", "Thomas", "Moore", "Martin", "Clark", "Walker", "Young",
 ];
 const CUSTOMER_DOMAINS: &[&str] = &[
-    "gmail.com", "hotmail.com", "outlook.es", "yahoo.com", "empresa.com.co", "correo.co", "icloud.com",
-    "live.com", "acme-logistics.com", "une.net.co",
+    "gmail.com",
+    "hotmail.com",
+    "outlook.es",
+    "yahoo.com",
+    "empresa.com.co",
+    "correo.co",
+    "icloud.com",
+    "live.com",
+    "acme-logistics.com",
+    "une.net.co",
 ];
 const CODES_ES: &[(&str, &str)] = &[
     ("101", "Consulta de saldo"),
@@ -284,10 +367,32 @@ const CODES_EN: &[(&str, &str)] = &[
     ("207", "Product return"),
     ("208", "Account update"),
 ];
-const SUBJECT_ES: &[&str] = &["Re: Caso", "RE: Solicitud", "Respuesta a su radicado", "Seguimiento caso", "Re: Re: Ticket"];
-const SUBJECT_EN: &[&str] = &["Re: Case", "RE: Request", "Update on ticket", "Follow-up on case", "Re: Re: Ticket"];
-const GREET_ES: &[&str] = &["Estimado(a) {name}:", "Hola {name},", "Buenos días, {name}.", "Apreciado(a) {name}:"];
-const GREET_EN: &[&str] = &["Dear {name},", "Hi {name},", "Hello {name},", "Good morning {name},"];
+const SUBJECT_ES: &[&str] = &[
+    "Re: Caso",
+    "RE: Solicitud",
+    "Respuesta a su radicado",
+    "Seguimiento caso",
+    "Re: Re: Ticket",
+];
+const SUBJECT_EN: &[&str] = &[
+    "Re: Case",
+    "RE: Request",
+    "Update on ticket",
+    "Follow-up on case",
+    "Re: Re: Ticket",
+];
+const GREET_ES: &[&str] = &[
+    "Estimado(a) {name}:",
+    "Hola {name},",
+    "Buenos días, {name}.",
+    "Apreciado(a) {name}:",
+];
+const GREET_EN: &[&str] = &[
+    "Dear {name},",
+    "Hi {name},",
+    "Hello {name},",
+    "Good morning {name},",
+];
 const CLOSE_ES: &[&str] = &[
     "Quedamos atentos a cualquier inquietud adicional.\nCordialmente,",
     "Gracias por comunicarse con nosotros.\nSaludos,",
@@ -298,8 +403,20 @@ const CLOSE_EN: &[&str] = &[
     "Thank you for contacting us.\nBest regards,",
     "If you need anything else, simply reply to this email.\nSincerely,",
 ];
-const ITEMS_ES: &[&str] = &["Cargo fijo mensual", "Consumo adicional", "Ajuste a favor", "Intereses de mora", "Equipo en cuotas"];
-const ITEMS_EN: &[&str] = &["Monthly fee", "Extra usage", "Credit adjustment", "Late fee", "Device installment"];
+const ITEMS_ES: &[&str] = &[
+    "Cargo fijo mensual",
+    "Consumo adicional",
+    "Ajuste a favor",
+    "Intereses de mora",
+    "Equipo en cuotas",
+];
+const ITEMS_EN: &[&str] = &[
+    "Monthly fee",
+    "Extra usage",
+    "Credit adjustment",
+    "Late fee",
+    "Device installment",
+];
 const PARAS_ES: &[&str] = &[
     "Le informamos que hemos recibido su solicitud y que nuestro equipo ya se encuentra revisando la información enviada. En un plazo máximo de tres (3) días hábiles recibirá una respuesta definitiva a través de este mismo canal.",
     "Hemos validado su cuenta y encontramos que el cobro adicional corresponde al consumo registrado fuera del plan contratado durante el periodo facturado. Adjuntamos el detalle para su revisión.",
@@ -366,6 +483,9 @@ mod tests {
         let avg = bytes / 2000;
         assert!((1800..3500).contains(&avg), "average row {avg} bytes");
         let mut c = Generator::new(&op("other"), spec());
-        assert_ne!(c.next_row(0).json, Generator::new(&op("acme"), spec()).next_row(0).json);
+        assert_ne!(
+            c.next_row(0).json,
+            Generator::new(&op("acme"), spec()).next_row(0).json
+        );
     }
 }

@@ -49,7 +49,10 @@ pub enum ApiError {
     #[error("empty window (compat 404)")]
     EmptyWindowCompat,
     #[error("invalid records")]
-    InvalidRecords { total: u64, listed: Vec<RecordError> },
+    InvalidRecords {
+        total: u64,
+        listed: Vec<RecordError>,
+    },
     #[error("conflicting records")]
     Conflicts(Vec<String>),
     #[error("too many records in one request")]
@@ -76,9 +79,19 @@ impl ApiError {
         const BAD: &str = "BAD REQUEST";
         const FORBIDDEN: &str = "FORBIDDEN";
         match self {
-            Self::ApiDoesNotExist => (S::BAD_REQUEST, BAD, "THE API YOU WANT TO CONSULT DOES NOT EXIST".into()),
-            Self::ParametersRequired => (S::BAD_REQUEST, BAD, "SOME PARAMETERS ARE REQUIRED".into()),
-            Self::TokenMissing => (S::UNAUTHORIZED, "UNAUTHORIZED", "PLEASE ENTER THE WOLKVOX-TOKEN".into()),
+            Self::ApiDoesNotExist => (
+                S::BAD_REQUEST,
+                BAD,
+                "THE API YOU WANT TO CONSULT DOES NOT EXIST".into(),
+            ),
+            Self::ParametersRequired => {
+                (S::BAD_REQUEST, BAD, "SOME PARAMETERS ARE REQUIRED".into())
+            }
+            Self::TokenMissing => (
+                S::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "PLEASE ENTER THE WOLKVOX-TOKEN".into(),
+            ),
             Self::TokenInvalid => (S::FORBIDDEN, FORBIDDEN, "PLEASE VALIDATE TOKEN".into()),
             Self::TokenLimitExceeded => (S::FORBIDDEN, FORBIDDEN, "TOKEN LIMIT EXCEEDED".into()),
             Self::TooManySimultaneous(n) => (
@@ -86,8 +99,16 @@ impl ApiError {
                 FORBIDDEN,
                 format!("EXCEEDS THE LIMIT OF SIMULTANEOUS REQUESTS PER TOKEN ({n})"),
             ),
-            Self::InvalidDateFormat => (S::BAD_REQUEST, BAD, "INVALID DATE FORMAT, USE YYYYmmddHHiiss".into()),
-            Self::DatesReversed => (S::BAD_REQUEST, BAD, "date_ini MUST NOT BE AFTER date_end".into()),
+            Self::InvalidDateFormat => (
+                S::BAD_REQUEST,
+                BAD,
+                "INVALID DATE FORMAT, USE YYYYmmddHHiiss".into(),
+            ),
+            Self::DatesReversed => (
+                S::BAD_REQUEST,
+                BAD,
+                "date_ini MUST NOT BE AFTER date_end".into(),
+            ),
             Self::RangeTooLong(days) => (
                 S::BAD_REQUEST,
                 BAD,
@@ -96,7 +117,9 @@ impl ApiError {
             Self::TooManyRecords { found, limit } => (
                 S::BAD_REQUEST,
                 BAD,
-                format!("THE RESULT HAS {found} RECORDS, ABOVE THE LIMIT OF {limit}; NARROW THE DATE RANGE"),
+                format!(
+                    "THE RESULT HAS {found} RECORDS, ABOVE THE LIMIT OF {limit}; NARROW THE DATE RANGE"
+                ),
             ),
             Self::TooLarge { limit_mb } => (
                 S::BAD_REQUEST,
@@ -108,7 +131,11 @@ impl ApiError {
                 FORBIDDEN,
                 "THE API IS TEMPORARILY DISABLED FOR MAINTENANCE".into(),
             ),
-            Self::NotFound => (S::NOT_FOUND, "NOT FOUND", "THE REQUESTED PATH DOES NOT EXIST".into()),
+            Self::NotFound => (
+                S::NOT_FOUND,
+                "NOT FOUND",
+                "THE REQUESTED PATH DOES NOT EXIST".into(),
+            ),
             Self::MethodNotAllowed { allow } => (
                 S::METHOD_NOT_ALLOWED,
                 "METHOD NOT ALLOWED",
@@ -148,7 +175,11 @@ impl ApiError {
                 "UNSUPPORTED MEDIA TYPE",
                 "USE Content-Type: application/json OR application/x-ndjson".into(),
             ),
-            Self::BodyUnreadable => (S::BAD_REQUEST, BAD, "THE REQUEST BODY COULD NOT BE READ".into()),
+            Self::BodyUnreadable => (
+                S::BAD_REQUEST,
+                BAD,
+                "THE REQUEST BODY COULD NOT BE READ".into(),
+            ),
             Self::BodyTimeout(secs) => (
                 S::REQUEST_TIMEOUT,
                 "REQUEST TIMEOUT",
@@ -159,7 +190,11 @@ impl ApiError {
                 "SERVICE UNAVAILABLE",
                 "THE DATABASE IS BUSY; RETRY SHORTLY".into(),
             ),
-            Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "INTERNAL SERVER ERROR", String::new()),
+            Self::Internal(_) => (
+                S::INTERNAL_SERVER_ERROR,
+                "INTERNAL SERVER ERROR",
+                String::new(),
+            ),
         }
     }
 
@@ -190,13 +225,20 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error, msg) = self.parts();
         let body = match &self {
-            Self::InvalidRecords { listed, .. } => voxtrail_wire::error_body_with(status.as_u16(), error, &msg, listed),
-            Self::Conflicts(ids) => voxtrail_wire::error_body_with(status.as_u16(), error, &msg, ids),
+            Self::InvalidRecords { listed, .. } => {
+                voxtrail_wire::error_body_with(status.as_u16(), error, &msg, listed)
+            }
+            Self::Conflicts(ids) => {
+                voxtrail_wire::error_body_with(status.as_u16(), error, &msg, ids)
+            }
             _ => voxtrail_wire::error_body(status.as_u16(), error, &msg),
         };
         let mut resp = (status, body).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         match &self {
             Self::Maintenance { retry_after_secs } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));

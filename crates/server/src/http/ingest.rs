@@ -56,7 +56,15 @@ pub async fn interactions(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let token = admit(&st, &method, &headers, Scope::Ingest, &[Method::POST], "POST").await?;
+    let token = admit(
+        &st,
+        &method,
+        &headers,
+        Scope::Ingest,
+        &[Method::POST],
+        "POST",
+    )
+    .await?;
     let format = format_of(&headers).ok_or(ApiError::UnsupportedMediaType)?;
     let _slot = st
         .slots
@@ -85,17 +93,29 @@ pub async fn interactions(
                 _ => ingest::read_json_array(&bytes),
             };
             let sink = store.begin_ingest(op.id)?;
-            Ok(ingest::ingest(records, op.tz, Some(max_records), MAX_LISTED_ERRORS, sink, &mut ()))
+            Ok(ingest::ingest(
+                records,
+                op.tz,
+                Some(max_records),
+                MAX_LISTED_ERRORS,
+                sink,
+                &mut (),
+            ))
         })
         .await?;
     let summary = match outcome {
         Ok(s) => s,
-        Err(IngestError::Invalid { total, listed }) => return Err(ApiError::InvalidRecords { total, listed }),
+        Err(IngestError::Invalid { total, listed }) => {
+            return Err(ApiError::InvalidRecords { total, listed });
+        }
         Err(IngestError::Conflicts(ids)) => return Err(ApiError::Conflicts(ids)),
         Err(IngestError::TooManyRecords(max)) => return Err(ApiError::IngestTooManyRecords(max)),
         Err(IngestError::Store(e)) => return Err(e.into()),
     };
-    let body = voxtrail_wire::ok_body(&format!("{} records were stored", summary.inserted), &summary);
+    let body = voxtrail_wire::ok_body(
+        &format!("{} records were stored", summary.inserted),
+        &summary,
+    );
     let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     resp.extensions_mut().insert(LogFields {
         operation: Some(token.operation.name.clone()),

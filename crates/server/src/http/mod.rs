@@ -60,7 +60,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(CompressionLayer::new())
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(axum::middleware::from_fn(observe::observe))
 }
 
@@ -97,7 +99,10 @@ async fn readyz(axum::extract::State(st): axum::extract::State<AppState>) -> Res
 
 async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
         st.metrics.render(),
     )
         .into_response()
@@ -118,7 +123,8 @@ fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
             let buckets = [
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                30.0, 60.0,
             ];
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
@@ -169,11 +175,16 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight answers and saves usage counts.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let st = self.state.clone();
         let refresher = tokio::spawn(background(st.clone()));
         let app = router(self.state);
-        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
         refresher.abort();
         if let Err(e) = st.usage.flush(&st.store).await {
             tracing::error!(error = %e, "saving usage counts at shutdown");
@@ -184,7 +195,9 @@ impl Application {
 
 /// Re-reads the maintenance switch and writes usage counts behind, on a timer.
 async fn background(st: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_millis(st.config.refresh_interval_ms.min(1000)));
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        st.config.refresh_interval_ms.min(1000),
+    ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

@@ -56,7 +56,11 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     if let Some(LimitRejection(limit)) = resp.extensions().get::<LimitRejection>() {
         metrics::counter!("voxtrail_limit_rejections_total", "limit" => *limit).increment(1);
     }
-    let fields = resp.extensions().get::<LogFields>().cloned().unwrap_or_default();
+    let fields = resp
+        .extensions()
+        .get::<LogFields>()
+        .cloned()
+        .unwrap_or_default();
     let expected = resp
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -102,7 +106,10 @@ impl http_body::Body for Observed {
     type Data = Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -133,12 +140,14 @@ impl Drop for Observed {
         let status = f.status.as_u16().to_string();
         metrics::counter!("voxtrail_http_requests_total", "route" => f.route.clone(), "status" => status)
             .increment(1);
-        metrics::histogram!("voxtrail_http_request_duration_seconds", "route" => f.route.clone()).record(secs);
-        metrics::counter!("voxtrail_http_response_bytes_total", "route" => f.route.clone()).increment(self.bytes);
-        if let Some(rows) = f.fields.rows {
-            if complete {
-                metrics::counter!("voxtrail_report_rows_total").increment(rows);
-            }
+        metrics::histogram!("voxtrail_http_request_duration_seconds", "route" => f.route.clone())
+            .record(secs);
+        metrics::counter!("voxtrail_http_response_bytes_total", "route" => f.route.clone())
+            .increment(self.bytes);
+        if let Some(rows) = f.fields.rows
+            && complete
+        {
+            metrics::counter!("voxtrail_report_rows_total").increment(rows);
         }
         tracing::info!(
             request_id = %f.id,

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
+use super::AppState;
 use super::error::ApiError;
 use super::observe::LogFields;
-use super::AppState;
 use crate::auth::AuthFailure;
 use crate::config::EmptyWindow;
 use crate::domain::{Scope, Token, WallClock, Window, WindowError};
@@ -128,7 +128,11 @@ pub async fn report(
     let timeout_secs = limits.consumption_timeout().as_secs();
     let stream = match tokio::time::timeout(limits.consumption_timeout(), started).await {
         Err(_) => return Err(ApiError::Timeout { secs: timeout_secs }),
-        Ok(Err(_)) => return Err(ApiError::Internal(anyhow::anyhow!("report producer stopped"))),
+        Ok(Err(_)) => {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "report producer stopped"
+            )));
+        }
         Ok(Ok(Err(ReportRefusal::TooManyRecords(found)))) => {
             return Err(ApiError::TooManyRecords {
                 found,
@@ -158,8 +162,14 @@ pub async fn report(
     });
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(stream.head.body_len));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(stream.head.body_len),
+    );
     resp.extensions_mut().insert(fields);
     Ok(resp)
 }
@@ -197,7 +207,10 @@ pub async fn token_info(
     st.usage.flush(&st.store).await?;
     let day = WallClock::now_in(token.operation.tz).day();
     let op_id = token.operation.id;
-    let all = st.store.blocking(move |s| s.operation_usage(op_id, day)).await?;
+    let all = st
+        .store
+        .blocking(move |s| s.operation_usage(op_id, day))
+        .await?;
     let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
     let row = voxtrail_wire::TokenInfoRow {
         description: token.description.clone(),
@@ -222,7 +235,9 @@ mod tests {
 
     #[test]
     fn last_occurrence_wins_and_others_are_ignored() {
-        let p = ReportParams::parse(Some("api=x&api=chat_12&date_ini=1&wolkvox_server=0042&date_end=2"));
+        let p = ReportParams::parse(Some(
+            "api=x&api=chat_12&date_ini=1&wolkvox_server=0042&date_end=2",
+        ));
         assert_eq!(p.api.as_deref(), Some("chat_12"));
         assert_eq!(p.date_ini.as_deref(), Some("1"));
         assert_eq!(p.date_end.as_deref(), Some("2"));

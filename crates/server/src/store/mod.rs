@@ -43,7 +43,9 @@ impl StoreError {
     /// Maps SQLite's busy/locked codes to `Busy` so callers can answer "try again".
     pub(crate) fn from_sqlite(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => Self::Busy,
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Self::Busy
+            }
             _ => Self::Sqlite(e),
         }
     }
@@ -147,7 +149,12 @@ impl Store {
         }
     }
 
-    pub fn create_operation(&self, name: &str, tz: OperationTz, licenses: u32) -> StoreResult<Operation> {
+    pub fn create_operation(
+        &self,
+        name: &str,
+        tz: OperationTz,
+        licenses: u32,
+    ) -> StoreResult<Operation> {
         match self {
             Self::Sqlite(s) => s.create_operation(name, tz, licenses),
         }
@@ -239,7 +246,10 @@ impl Store {
 
     /// Starts producing a report on a blocking thread. The head (or the refusal) arrives on the
     /// returned channel once count and size are known from the same snapshot as the rows.
-    pub fn start_report(&self, q: ReportQuery) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
+    pub fn start_report(
+        &self,
+        q: ReportQuery,
+    ) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
         match self {
             Self::Sqlite(s) => s.start_report(q),
         }

@@ -99,16 +99,16 @@ fn configure(conn: &Connection, write: bool) -> rusqlite::Result<()> {
 impl SqliteStore {
     /// Opens the database file, creating it and running migrations when needed.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                return Err(StoreError::Io {
-                    context: format!("opening sqlite database {}", path.display()),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        format!("directory {} does not exist", dir.display()),
-                    ),
-                });
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(StoreError::Io {
+                context: format!("opening sqlite database {}", path.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("directory {} does not exist", dir.display()),
+                ),
+            });
         }
         let conn = Connection::open(path).map_err(StoreError::from_sqlite)?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
@@ -168,7 +168,12 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub fn create_operation(&self, name: &str, tz: OperationTz, licenses: u32) -> StoreResult<Operation> {
+    pub fn create_operation(
+        &self,
+        name: &str,
+        tz: OperationTz,
+        licenses: u32,
+    ) -> StoreResult<Operation> {
         let w = self.writer();
         let res = w.execute(
             "INSERT INTO operations(name, timezone, licenses, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -190,7 +195,8 @@ impl SqliteStore {
 
     pub fn list_operations(&self) -> StoreResult<Vec<Operation>> {
         let r = self.reader()?;
-        let mut st = r.prepare("SELECT id, name, timezone, licenses FROM operations ORDER BY name")?;
+        let mut st =
+            r.prepare("SELECT id, name, timezone, licenses FROM operations ORDER BY name")?;
         let rows = st.query_map([], operation_from_row)?;
         rows.map(|r| r.map_err(StoreError::from)?).collect()
     }
@@ -241,7 +247,9 @@ impl SqliteStore {
     pub fn revoke_token(&self, id: i64) -> StoreResult<bool> {
         let w = self.writer();
         let exists: Option<Option<String>> = w
-            .query_row("SELECT revoked_at FROM tokens WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT revoked_at FROM tokens WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()?;
         match exists {
             None => Err(StoreError::NoSuchToken(id)),
@@ -325,7 +333,8 @@ impl SqliteStore {
 
     pub fn begin_ingest(&self, operation_id: i64) -> StoreResult<SqliteIngest<'_>> {
         let conn = self.writer();
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(StoreError::from_sqlite)?;
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(StoreError::from_sqlite)?;
         Ok(SqliteIngest {
             conn,
             operation_id,
@@ -333,7 +342,10 @@ impl SqliteStore {
         })
     }
 
-    pub fn start_report(&self, q: ReportQuery) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
+    pub fn start_report(
+        &self,
+        q: ReportQuery,
+    ) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -361,18 +373,24 @@ struct Reader {
 impl std::ops::Deref for Reader {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        self.conn.as_ref().expect("reader holds a connection until dropped")
+        self.conn
+            .as_ref()
+            .expect("reader holds a connection until dropped")
     }
 }
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if conn.is_autocommit() {
-                let mut idle = self.store.idle_readers.lock().unwrap_or_else(|p| p.into_inner());
-                if idle.len() < MAX_IDLE_READERS {
-                    idle.push(conn);
-                }
+        if let Some(conn) = self.conn.take()
+            && conn.is_autocommit()
+        {
+            let mut idle = self
+                .store
+                .idle_readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
             }
         }
     }
@@ -420,8 +438,10 @@ fn produce_in_tx(
         return Ok(());
     }
     let head = voxtrail_wire::report_head(rows);
-    let body_len =
-        head.len() as u64 + json_bytes + rows.saturating_sub(1) + voxtrail_wire::REPORT_TAIL.len() as u64;
+    let body_len = head.len() as u64
+        + json_bytes
+        + rows.saturating_sub(1)
+        + voxtrail_wire::REPORT_TAIL.len() as u64;
     if body_len > q.max_bytes {
         let _ = ready.send(Err(ReportRefusal::TooLarge));
         return Ok(());
@@ -499,9 +519,9 @@ impl IngestSink for SqliteIngest<'_> {
         if changed == 1 {
             return Ok(InsertOutcome::Inserted);
         }
-        let mut sel = self
-            .conn
-            .prepare_cached("SELECT json FROM interactions WHERE operation_id = ?1 AND conn_id = ?2")?;
+        let mut sel = self.conn.prepare_cached(
+            "SELECT json FROM interactions WHERE operation_id = ?1 AND conn_id = ?2",
+        )?;
         let same = sel.query_row(params![self.operation_id, r.conn_id], |row| {
             Ok(row.get_ref(0)?.as_bytes()? == r.json.as_slice())
         })?;
@@ -513,7 +533,9 @@ impl IngestSink for SqliteIngest<'_> {
     }
 
     fn commit(mut self: Box<Self>) -> StoreResult<()> {
-        self.conn.execute_batch("COMMIT").map_err(StoreError::from_sqlite)?;
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(StoreError::from_sqlite)?;
         self.open = false;
         Ok(())
     }
@@ -544,7 +566,8 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
     Ok(())
 }
 
-const TOKEN_SELECT: &str = "SELECT t.id, t.scope, t.description, t.daily_limit, t.created_at, t.revoked_at,
+const TOKEN_SELECT: &str =
+    "SELECT t.id, t.scope, t.description, t.daily_limit, t.created_at, t.revoked_at,
         o.id, o.name, o.timezone, o.licenses
    FROM tokens t JOIN operations o ON o.id = t.operation_id";
 
