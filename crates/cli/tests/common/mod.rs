@@ -143,10 +143,10 @@ impl Server {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("voxtrail listening on http://") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.to_owned());
-                    }
+                if let Some(addr) = line.strip_prefix("voxtrail listening on http://")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.to_owned());
                 }
             }
         });
@@ -503,10 +503,10 @@ pub async fn slow_get(
             break;
         }
         got.extend_from_slice(&chunk[..n]);
-        if let Some(p) = find_bytes(&got, b"\r\n\r\n") {
-            if got.len() >= p + 4 + body_bytes {
-                break;
-            }
+        if let Some(p) = find_bytes(&got, b"\r\n\r\n")
+            && got.len() >= p + 4 + body_bytes
+        {
+            break;
         }
     }
     let split = find_bytes(&got, b"\r\n\r\n").expect("a complete head");
