@@ -935,32 +935,6 @@ async fn raw_invalid_utf8_in_the_query_is_a_400() {
     assert_no_panic(&server);
 }
 
-/// SPEC §3: "Every error is JSON" and "Every answer carries X-Request-Id" — also when the
-/// request target holds raw bytes that are not UTF-8 (issue 2, point 10).
-#[tokio::test]
-async fn raw_invalid_utf8_in_the_query_gets_a_json_error_with_a_request_id() {
-    let (_env, token, server) = acme(None);
-    let tok = format!("wolkvox-token: {token}");
-    let mut target = format!("{REPORT}?api=chat_12&date_ini=2026").into_bytes();
-    target.push(0xff);
-    target.extend_from_slice(format!("&date_end={DAY_END}").as_bytes());
-    let raw = raw_get(&server.addr, &target, &[tok.as_bytes()]).await;
-    assert_eq!(raw.status, 400);
-    assert!(
-        raw.header("x-request-id").is_some(),
-        "no X-Request-Id: {}",
-        raw.head
-    );
-    assert_eq!(
-        raw.text(),
-        error_json(
-            400,
-            "BAD REQUEST",
-            "INVALID DATE FORMAT, USE YYYYmmddHHiiss"
-        )
-    );
-}
-
 #[tokio::test]
 async fn sql_looking_parameters_are_only_text() {
     let (env, token, server) = acme(None);

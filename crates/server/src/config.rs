@@ -138,14 +138,19 @@ impl Config {
             } else {
                 rest.split("__").map(str::to_ascii_lowercase).collect()
             };
-            if !is_config_key(&path) {
+            let Some(default) = default_at(&path) else {
                 continue;
-            }
-            let parsed = value
-                .parse::<toml::Value>()
-                .ok()
-                .filter(|v| !matches!(v, toml::Value::Table(_)))
-                .unwrap_or(toml::Value::String(value.clone()));
+            };
+            // A setting whose default is text takes the variable as text (`"404"` stays a
+            // string); others parse as TOML values (numbers, booleans).
+            let parsed = match default {
+                toml::Value::String(_) => toml::Value::String(value.clone()),
+                _ => value
+                    .parse::<toml::Value>()
+                    .ok()
+                    .filter(|v| !matches!(v, toml::Value::Table(_)))
+                    .unwrap_or(toml::Value::String(value.clone())),
+            };
             insert_path(&mut table, &path, parsed);
         }
         let cfg: Self = toml::Value::Table(table)
@@ -183,15 +188,15 @@ impl Config {
     }
 }
 
-/// Only keys the configuration has are taken from the environment, so unrelated variables
-/// such as `VOXTRAIL_LOG` never make the configuration invalid.
-fn is_config_key(path: &[String]) -> bool {
-    let default = toml::Value::try_from(Config::default()).ok();
-    let mut cur = default.as_ref();
+/// The default value of a setting, `None` for names the configuration does not have: only
+/// known keys are taken from the environment, so unrelated variables such as `VOXTRAIL_LOG`
+/// never make the configuration invalid.
+fn default_at(path: &[String]) -> Option<toml::Value> {
+    let mut cur = toml::Value::try_from(Config::default()).ok()?;
     for part in path {
-        cur = cur.and_then(|v| v.get(part));
+        cur = cur.get(part)?.clone();
     }
-    cur.is_some()
+    Some(cur)
 }
 
 fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
@@ -227,15 +232,14 @@ mod tests {
 
     #[test]
     fn file_then_env() {
-        let t: toml::Table = "[limits]\nmax_records = 10\n[compat]\nempty_window = \"404\"\n"
-            .parse()
-            .unwrap();
+        let t: toml::Table = "[limits]\nmax_records = 10\n".parse().unwrap();
         let c = Config::from_table(
             t,
             env(&[
                 ("VOXTRAIL_LIMITS__CONCURRENT_PER_TOKEN", "3"),
                 ("VOXTRAIL_DATABASE_URL", "sqlite://x.db"),
                 ("VOXTRAIL_LOG", "debug"),
+                ("VOXTRAIL_COMPAT__EMPTY_WINDOW", "404"),
             ]),
         )
         .unwrap();

@@ -19,8 +19,6 @@ use crate::store::{IngestSink, InsertOutcome, StoreError};
 pub const MAX_ID_BYTES: usize = 255;
 /// Longest record accepted (all fields together), in bytes.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
-/// Invalid records listed in one HTTP answer at most (the count is always exact).
-pub const MAX_LISTED_ERRORS: usize = 1000;
 
 /// The formats records can arrive in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +46,8 @@ impl Format {
             .find(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
         match first {
             Some(b'[') => Self::JsonArray,
-            Some(b'{') => Self::Ndjson,
+            // Empty input holds no records in any format; NDJSON says so without complaint.
+            Some(b'{') | None => Self::Ndjson,
             _ => Self::Csv,
         }
     }
@@ -462,7 +461,8 @@ impl Progress for () {}
 ///
 /// Records are validated and offered to the open transaction as they are read, so memory does
 /// not grow with the input. Once a record is invalid, nothing more is written but reading goes
-/// on, to list every invalid record; then everything is rolled back. Conflicts likewise.
+/// on, to list every invalid record; then everything is rolled back. Every conflict is listed
+/// likewise.
 pub fn ingest(
     records: RecordIter<'_>,
     tz: OperationTz,
@@ -499,13 +499,12 @@ pub fn ingest(
         match parsed {
             Err(errs) => {
                 invalid_total += 1;
-                for e in errs {
-                    if listed.len() < max_listed {
-                        listed.push(e);
-                    }
-                }
+                let room = max_listed.saturating_sub(listed.len());
+                listed.extend(errs.into_iter().take(room));
             }
-            Ok(rec) if invalid_total == 0 && conflicts.is_empty() => match sink.insert(&rec)? {
+            // After a conflict, records are still offered (and rolled back at the end) so
+            // that every conflicting conn_id is named, not only the first.
+            Ok(rec) if invalid_total == 0 => match sink.insert(&rec)? {
                 InsertOutcome::Inserted => summary.inserted += 1,
                 InsertOutcome::Duplicate => summary.duplicates += 1,
                 InsertOutcome::Conflict => conflicts.push(rec.conn_id),
@@ -627,6 +626,7 @@ mod tests {
         assert_eq!(Format::sniff(b"  \n["), Format::JsonArray);
         assert_eq!(Format::sniff(b"\xEF\xBB\xBF{"), Format::Ndjson);
         assert_eq!(Format::sniff(b"conn_id,"), Format::Csv);
-        assert_eq!(Format::sniff(b""), Format::Csv);
+        assert_eq!(Format::sniff(b""), Format::Ndjson);
+        assert_eq!(Format::sniff(b" \n "), Format::Ndjson);
     }
 }

@@ -173,7 +173,7 @@ impl Generator {
             self.body
                 .push_str(&pick(rng, greet).replace("{name}", customer));
             self.body.push_str("\n\n");
-            let n = rng.random_range(4..10);
+            let n = rng.random_range(6..13);
             for _ in 0..n {
                 self.body.push_str(pick_str(rng, paras));
                 self.body.push_str("\n\n");
@@ -481,7 +481,7 @@ mod tests {
             assert_eq!(row.channel, "email");
         }
         let avg = bytes / 2000;
-        assert!((1800..3500).contains(&avg), "average row {avg} bytes");
+        assert!((2200..2900).contains(&avg), "average row {avg} bytes");
         let mut c = Generator::new(&op("other"), spec());
         assert_ne!(
             c.next_row(0).json,

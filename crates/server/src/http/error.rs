@@ -36,7 +36,7 @@ pub enum ApiError {
     #[error("too many records")]
     TooManyRecords { found: u64, limit: u64 },
     #[error("answer too large")]
-    TooLarge { limit_mb: u64 },
+    TooLarge { limit_bytes: u64 },
     #[error("maintenance")]
     Maintenance { retry_after_secs: u64 },
     #[error("no such path")]
@@ -44,7 +44,7 @@ pub enum ApiError {
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
     #[error("the answer could not start in time")]
-    Timeout { secs: u64 },
+    Timeout(std::time::Duration),
     /// The hosted API's answer to an empty window, when `compat.empty_window = "404"`.
     #[error("empty window (compat 404)")]
     EmptyWindowCompat,
@@ -64,7 +64,7 @@ pub enum ApiError {
     #[error("request body could not be read")]
     BodyUnreadable,
     #[error("request body sent too slowly")]
-    BodyTimeout(u64),
+    BodyTimeout(std::time::Duration),
     #[error("the database is busy")]
     Busy,
     /// A bug or an infrastructure failure; the cause goes to the log only.
@@ -121,10 +121,13 @@ impl ApiError {
                     "THE RESULT HAS {found} RECORDS, ABOVE THE LIMIT OF {limit}; NARROW THE DATE RANGE"
                 ),
             ),
-            Self::TooLarge { limit_mb } => (
+            Self::TooLarge { limit_bytes } => (
                 S::BAD_REQUEST,
                 BAD,
-                format!("THE RESULT EXCEEDS THE LIMIT OF {limit_mb} MB; NARROW THE DATE RANGE"),
+                format!(
+                    "THE RESULT EXCEEDS THE LIMIT OF {}; NARROW THE DATE RANGE",
+                    size_text(*limit_bytes)
+                ),
             ),
             Self::Maintenance { .. } => (
                 S::FORBIDDEN,
@@ -141,10 +144,13 @@ impl ApiError {
                 "METHOD NOT ALLOWED",
                 format!("THIS ENDPOINT ONLY ACCEPTS {allow}"),
             ),
-            Self::Timeout { secs } => (
+            Self::Timeout(limit) => (
                 S::GATEWAY_TIMEOUT,
                 "GATEWAY TIMEOUT",
-                format!("THE ANSWER COULD NOT START WITHIN {secs} SECONDS; NARROW THE DATE RANGE"),
+                format!(
+                    "THE ANSWER COULD NOT START WITHIN {}; NARROW THE DATE RANGE",
+                    duration_text(*limit)
+                ),
             ),
             Self::EmptyWindowCompat => (S::NOT_FOUND, "NOT FOUND", "Validate dates entered".into()),
             Self::InvalidRecords { total, .. } => (
@@ -180,10 +186,13 @@ impl ApiError {
                 BAD,
                 "THE REQUEST BODY COULD NOT BE READ".into(),
             ),
-            Self::BodyTimeout(secs) => (
+            Self::BodyTimeout(limit) => (
                 S::REQUEST_TIMEOUT,
                 "REQUEST TIMEOUT",
-                format!("THE REQUEST BODY WAS NOT RECEIVED WITHIN {secs} SECONDS"),
+                format!(
+                    "THE REQUEST BODY WAS NOT RECEIVED WITHIN {}",
+                    duration_text(*limit)
+                ),
             ),
             Self::Busy => (
                 S::SERVICE_UNAVAILABLE,
@@ -205,10 +214,29 @@ impl ApiError {
             Self::RangeTooLong(_) => "window",
             Self::TooManyRecords { .. } => "records",
             Self::TooLarge { .. } => "bytes",
-            Self::Timeout { .. } => "timeout",
+            Self::Timeout(_) => "timeout",
             Self::IngestTooManyRecords(_) | Self::BodyTooLarge(_) => "ingest_size",
             _ => return None,
         })
+    }
+}
+
+/// `256 MB` for whole mebibytes (the hosted API's wording), else the exact byte count.
+fn size_text(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MB", bytes / MIB)
+    } else {
+        format!("{bytes} BYTES")
+    }
+}
+
+/// `60 SECONDS` for whole seconds, else milliseconds.
+fn duration_text(d: std::time::Duration) -> String {
+    if d.as_millis() >= 1000 && d.as_millis().is_multiple_of(1000) {
+        format!("{} SECONDS", d.as_secs())
+    } else {
+        format!("{} MILLISECONDS", d.as_millis())
     }
 }
 

@@ -119,15 +119,21 @@ pub async fn report(
     })?;
     let (slot, _) = take_slot_and_use(&st, &token).await?;
 
+    let asked = tokio::time::Instant::now();
     let started = st.store.start_report(ReportQuery {
         operation_id: token.operation.id,
         window,
         max_records: limits.max_records,
         max_bytes: limits.max_bytes,
     });
-    let timeout_secs = limits.consumption_timeout().as_secs();
-    let stream = match tokio::time::timeout(limits.consumption_timeout(), started).await {
-        Err(_) => return Err(ApiError::Timeout { secs: timeout_secs }),
+    let limit = limits.consumption_timeout();
+    let waited = tokio::time::timeout(limit, started).await;
+    // The timer has millisecond granularity; the elapsed check makes the limit exact.
+    if waited.is_err() || asked.elapsed() > limit {
+        return Err(ApiError::Timeout(limit));
+    }
+    let stream = match waited {
+        Err(_) => return Err(ApiError::Timeout(limit)),
         Ok(Err(_)) => {
             return Err(ApiError::Internal(anyhow::anyhow!(
                 "report producer stopped"
@@ -141,7 +147,7 @@ pub async fn report(
         }
         Ok(Ok(Err(ReportRefusal::TooLarge))) => {
             return Err(ApiError::TooLarge {
-                limit_mb: limits.max_bytes / (1024 * 1024),
+                limit_bytes: limits.max_bytes,
             });
         }
         Ok(Ok(Err(ReportRefusal::Store(e)))) => return Err(e.into()),

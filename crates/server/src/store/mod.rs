@@ -31,11 +31,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("{context}: {source}")]
+    /// Displayed with its cause; the cause is deliberately not a `source`, so error chains
+    /// do not print it twice.
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 

@@ -23,6 +23,8 @@ use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash
 const CHUNK_BYTES: usize = 128 * 1024;
 /// Chunks buffered between the reader thread and the socket.
 const CHUNKS_IN_FLIGHT: usize = 4;
+/// Page size of new databases.
+const PAGE_SIZE: i64 = 16_384;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 16;
 
@@ -104,13 +106,17 @@ impl SqliteStore {
         {
             return Err(StoreError::Io {
                 context: format!("opening sqlite database {}", path.display()),
-                source: std::io::Error::new(
+                cause: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     format!("directory {} does not exist", dir.display()),
                 ),
             });
         }
         let conn = Connection::open(path).map_err(StoreError::from_sqlite)?;
+        // Large pages: a ~2.5 KB row shares a page with others instead of filling most of one,
+        // and bulk writes and streaming reads make 4× fewer I/O calls. Only takes effect on a
+        // new, empty database file.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Corrupt(format!(
