@@ -10,6 +10,7 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod limits;
+pub mod mail;
 pub mod seed;
 pub mod store;
 
