@@ -47,7 +47,8 @@ enum Command {
     /// Manage tokens.
     #[command(subcommand)]
     Token(admin::TokenCmd),
-    /// Import interactions from NDJSON, JSON-array or CSV files (`-` reads stdin).
+    /// Import interactions from NDJSON, JSON-array or CSV files (`-` reads stdin), or from
+    /// mailboxes (mbox, eml, maildir) with an agents file.
     Import(import::ImportArgs),
     /// Store realistic synthetic interactions (same arguments, same rows).
     Seed(admin::SeedArgs),

@@ -37,7 +37,7 @@ pub fn run(
     let mut generator = Generator::new(op, spec);
     let mut done = 0u64;
     while done < spec.count {
-        let mut sink = store.begin_ingest(op.id)?;
+        let mut sink = store.begin_synthetic(op.id)?;
         let batch_end = (done + COMMIT_EVERY).min(spec.count);
         while done < batch_end {
             let rec = generator.next_row(done);

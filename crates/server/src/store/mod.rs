@@ -54,6 +54,15 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives a crash of the process or the machine once `commit` returns.
+    Full,
+    /// Survives a crash of the process; the machine's power loss may undo the last commits.
+    Deferred,
+}
+
 /// What happened to one record offered to an ingestion transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertOutcome {
@@ -238,10 +247,20 @@ impl Store {
         }
     }
 
-    /// Opens a write transaction for ingestion into one operation.
+    /// Opens a write transaction for ingestion into one operation; `commit` makes it durable.
     pub fn begin_ingest(&self, operation_id: i64) -> StoreResult<Box<dyn IngestSink + '_>> {
         match self {
-            Self::Sqlite(s) => Ok(Box::new(s.begin_ingest(operation_id)?)),
+            Self::Sqlite(s) => Ok(Box::new(s.begin_ingest(operation_id, Durability::Full)?)),
+        }
+    }
+
+    /// Like `begin_ingest`, for synthetic data only (`voxtrail seed`): a commit is atomic and
+    /// consistent but may be lost if the machine loses power shortly after it.
+    pub fn begin_synthetic(&self, operation_id: i64) -> StoreResult<Box<dyn IngestSink + '_>> {
+        match self {
+            Self::Sqlite(s) => Ok(Box::new(
+                s.begin_ingest(operation_id, Durability::Deferred)?,
+            )),
         }
     }
 

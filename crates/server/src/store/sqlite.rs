@@ -13,8 +13,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    IngestSink, InsertOutcome, ReportHead, ReportQuery, ReportRefusal, ReportStream, StoreError,
-    StoreResult,
+    Durability, IngestSink, InsertOutcome, ReportHead, ReportQuery, ReportRefusal, ReportStream,
+    StoreError, StoreResult,
 };
 use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash};
 
@@ -337,8 +337,18 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub fn begin_ingest(&self, operation_id: i64) -> StoreResult<SqliteIngest<'_>> {
+    pub fn begin_ingest(
+        &self,
+        operation_id: i64,
+        durability: Durability,
+    ) -> StoreResult<SqliteIngest<'_>> {
         let conn = self.writer();
+        // In WAL mode NORMAL syncs at checkpoints only; FULL syncs every commit.
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Deferred => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(StoreError::from_sqlite)?;
         Ok(SqliteIngest {
@@ -552,6 +562,8 @@ impl Drop for SqliteIngest<'_> {
         if self.open {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
+        // The write connection's default: every commit durable.
+        let _ = self.conn.pragma_update(None, "synchronous", "FULL");
     }
 }
 
