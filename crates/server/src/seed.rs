@@ -23,7 +23,11 @@ pub struct SeedSpec {
 /// Rows committed per transaction while seeding.
 const COMMIT_EVERY: u64 = 100_000;
 
-/// Generates and stores the rows, reporting progress after each commit.
+/// Rows handed from the generator thread to the writer at a time.
+const HANDOFF_ROWS: usize = 512;
+
+/// Generates and stores the rows, reporting progress after each commit. Generation runs on its
+/// own thread, so it overlaps with SQLite's work on the calling thread.
 pub fn run(
     store: &Store,
     op: &Operation,
@@ -34,13 +38,26 @@ pub fn run(
         inserted: 0,
         duplicates: 0,
     };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Interaction>>(8);
     let mut generator = Generator::new(op, spec);
+    let producer = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while i < spec.count {
+            let n = (spec.count - i).min(HANDOFF_ROWS as u64);
+            let batch: Vec<Interaction> = (i..i + n).map(|k| generator.next_row(k)).collect();
+            i += n;
+            if tx.send(batch).is_err() {
+                return; // the writer stopped on an error
+            }
+        }
+    });
+    let mut rows = rx.into_iter().flatten();
     let mut done = 0u64;
     while done < spec.count {
         let mut sink = store.begin_synthetic(op.id)?;
         let batch_end = (done + COMMIT_EVERY).min(spec.count);
         while done < batch_end {
-            let rec = generator.next_row(done);
+            let Some(rec) = rows.next() else { break };
             match sink.insert(&rec)? {
                 InsertOutcome::Inserted => summary.inserted += 1,
                 // A conn_id from the same arguments carries the same content, so a "conflict"
@@ -51,6 +68,15 @@ pub fn run(
         }
         sink.commit()?;
         progress(done);
+        if done < batch_end {
+            break; // the generator ended early (it panicked); report what was stored
+        }
+    }
+    drop(rows);
+    if producer.join().is_err() {
+        return Err(crate::store::StoreError::Corrupt(
+            "the row generator failed".into(),
+        ));
     }
     Ok(summary)
 }
