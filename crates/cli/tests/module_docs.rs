@@ -31,5 +31,8 @@ fn every_module_opens_with_a_doc_comment() {
             !text.trim_start().starts_with("//!")
         })
         .collect();
-    assert!(missing.is_empty(), "modules without a //! comment: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "modules without a //! comment: {missing:?}"
+    );
 }
