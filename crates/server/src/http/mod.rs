@@ -16,6 +16,7 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use axum::serve::ListenerExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::compression::CompressionLayer;
 
@@ -182,7 +183,14 @@ impl Application {
         let st = self.state.clone();
         let refresher = tokio::spawn(background(st.clone()));
         let app = router(self.state);
-        let served = axum::serve(self.listener, app)
+        // TCP_NODELAY: an answer is written as head then body; without it Nagle's algorithm
+        // holds the second write until the client's delayed ACK (≈40 ms per poll).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "setting TCP_NODELAY");
+            }
+        });
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         refresher.abort();

@@ -23,6 +23,8 @@ use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash
 const CHUNK_BYTES: usize = 128 * 1024;
 /// Chunks buffered between the reader thread and the socket.
 const CHUNKS_IN_FLIGHT: usize = 4;
+/// Page cache of the write connection, in KiB.
+const WRITER_CACHE_KIB: i64 = 65_536;
 /// Page size of new databases.
 const PAGE_SIZE: i64 = 16_384;
 /// Idle read connections kept open.
@@ -90,7 +92,7 @@ fn configure(conn: &Connection, write: bool) -> rusqlite::Result<()> {
     if write {
         // FULL: a committed transaction survives power loss in WAL mode.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "cache_size", -65_536)?;
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     } else {
         // Small per-reader cache: the OS page cache holds the data; RSS stays flat.
         conn.pragma_update(None, "cache_size", -4_096)?;
@@ -137,6 +139,13 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The schema version in force (migrations run in `open`).
+    pub fn schema_version(&self) -> StoreResult<i64> {
+        Ok(self
+            .writer()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
@@ -349,6 +358,12 @@ impl SqliteStore {
             Durability::Deferred => "NORMAL",
         };
         conn.pragma_update(None, "synchronous", sync)?;
+        // Synthetic bulk loads get a larger page cache so big transactions spill less.
+        let cache_kib = match durability {
+            Durability::Full => WRITER_CACHE_KIB,
+            Durability::Deferred => 4 * WRITER_CACHE_KIB,
+        };
+        conn.pragma_update(None, "cache_size", -cache_kib)?;
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(StoreError::from_sqlite)?;
         Ok(SqliteIngest {
