@@ -76,34 +76,9 @@ run_voxtrail() {
 
 run_sqlite3() {
     local db="$DIR/sqlite3.db" t0 t1
-    rm -f "$db" "$db-wal" "$db-shm"
-    # Same page size as the database voxtrail creates, WAL like voxtrail.
-    sqlite3 "$db" >/dev/null <<SQL
-PRAGMA page_size=$PAGE_SIZE;
-PRAGMA journal_mode=WAL;
-CREATE TABLE interactions (
-    seq          INTEGER PRIMARY KEY,
-    operation_id INTEGER NOT NULL,
-    conn_id      TEXT NOT NULL,
-    local_ts     INTEGER NOT NULL,
-    json_len     INTEGER NOT NULL,
-    json         BLOB NOT NULL
-);
-CREATE UNIQUE INDEX interactions_conn ON interactions(operation_id, conn_id);
-CREATE INDEX interactions_window ON interactions(operation_id, local_ts, seq, json_len);
-SQL
-    sync
     t0=$(now_s)
-    # .import runs in one transaction; synchronous=FULL and cache size as voxtrail's writer.
-    sqlite3 "$db" >/dev/null <<SQL
-PRAGMA synchronous=FULL;
-PRAGMA cache_size=-65536;
-.import --csv --skip 1 $CSV interactions
-SQL
+    sqlite3_import_baseline "$db" "$CSV" "$PAGE_SIZE" "$ROWS"
     t1=$(now_s)
-    local n
-    n=$(sqlite3 "$db" 'select count(*) from interactions')
-    [ "$n" = "$ROWS" ] || { log "sqlite3 stored $n rows, expected $ROWS"; exit 1; }
     echo "sqlite3 $t0 $t1" >>"$RES"
 }
 

@@ -179,3 +179,35 @@ ensure_polls_db() {
     # Every server measured starts with the file in the page cache.
     cat "$POLLS_DB" >/dev/null
 }
+
+# sqlite3_import_baseline DB CSV PAGE_SIZE ROWS: the sqlite3 shell's own `.import` of CSV (the
+# interactions table's columns) into a fresh table with voxtrail's columns, indexes and page
+# size, durable (WAL, synchronous=FULL, one transaction). Only the .import itself runs between
+# the caller's clock readings' neighbours: the empty table is created first (and `sync`ed).
+sqlite3_import_baseline() {
+    local db=$1 csv=$2 page_size=$3 rows=$4 n
+    rm -f "$db" "$db-wal" "$db-shm"
+    sqlite3 "$db" >/dev/null <<SQL
+PRAGMA page_size=$page_size;
+PRAGMA journal_mode=WAL;
+CREATE TABLE interactions (
+    seq          INTEGER PRIMARY KEY,
+    operation_id INTEGER NOT NULL,
+    conn_id      TEXT NOT NULL,
+    local_ts     INTEGER NOT NULL,
+    json_len     INTEGER NOT NULL,
+    json         BLOB NOT NULL
+);
+CREATE UNIQUE INDEX interactions_conn ON interactions(operation_id, conn_id);
+CREATE INDEX interactions_window ON interactions(operation_id, local_ts, seq, json_len);
+SQL
+    sync
+    # .import runs in one transaction; synchronous=FULL and cache size as voxtrail's writer.
+    sqlite3 "$db" >/dev/null <<SQL
+PRAGMA synchronous=FULL;
+PRAGMA cache_size=-65536;
+.import --csv --skip 1 $csv interactions
+SQL
+    n=$(sqlite3 "$db" 'select count(*) from interactions')
+    [ "$n" = "$rows" ] || { log "sqlite3 stored $n rows, expected $rows"; exit 1; }
+}
