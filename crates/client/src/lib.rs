@@ -1,0 +1,475 @@
+//! Client SDK for the Wolkvox Reports Manager API, hosted (`https://wv{code}.wolkvox.com`) or
+//! self-hosted with voxtrail.
+//!
+//! Owns the HTTP client side of the wire contract: typed `chat_12` and `token_info` calls, a
+//! generic call for any report name, tolerant parsing of the hosted API's quirks ([`parse`]),
+//! politeness (one request at a time per token in a process, an optional lock file across
+//! processes, backoff with jitter) and windowing (≤ 31-day windows, halved on "too many
+//! records" or on a full answer from a truncating server). Depends on `voxtrail-wire`, never on
+//! the server.
+//!
+//! ```
+//! use std::time::Duration;
+//! use voxtrail_client::Client;
+//!
+//! // Against the hosted API of server code 0002 …
+//! let hosted = Client::builder(Client::server_url("0002"), "my-token").build().unwrap();
+//! assert_eq!(hosted.base_url(), "https://wv0002.wolkvox.com");
+//! // … or any voxtrail server, with a shorter timeout.
+//! let local = Client::builder("http://127.0.0.1:8080/", "my-token")
+//!     .timeout(Duration::from_secs(10))
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(local.base_url(), "http://127.0.0.1:8080");
+//! ```
+//!
+//! A whole month of `chat_12`, split and retried as needed (needs a server, so not run here):
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), voxtrail_client::Error> {
+//! use voxtrail_client::{Client, parse_wall_clock};
+//! let client = Client::builder("http://127.0.0.1:8080", "my-token").build()?;
+//! let ini = parse_wall_clock("20261001000000").unwrap();
+//! let end = parse_wall_clock("20261031235959").unwrap();
+//! for row in client.chat_12(ini, end).await? {
+//!     println!("{} {} {}", row.date, row.conn_id, row.subject);
+//! }
+//! println!("{:?}", client.token_info().await?);
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod parse;
+mod polite;
+pub mod window;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use voxtrail_wire::{Chat12Row, TokenInfoRow};
+
+pub use error::Error;
+pub use parse::{Answer, Row, parse_answer};
+pub use window::{Window, format_wall_clock, parse_wall_clock};
+
+use polite::{Backoff, FileLock};
+
+/// Path of the reports endpoint.
+pub const REPORTS_PATH: &str = "/api/v2/reports_manager.php";
+/// Path of the information endpoint (`token_info`).
+pub const INFORMATION_PATH: &str = "/api/v2/information.php";
+/// Rows at which a truncating server is assumed to have cut the answer (the hosted limit).
+pub const DEFAULT_TRUNCATION_THRESHOLD: usize = 60_000;
+
+/// Settings of a [`Client`]; start with [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    base: String,
+    token: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    attempts: u32,
+    backoff: Backoff,
+    truncation_threshold: usize,
+    empty_404: bool,
+    lock_file: Option<PathBuf>,
+    timezone: Option<chrono_tz::Tz>,
+}
+
+impl ClientBuilder {
+    /// Time allowed for one whole request, answer body included (default 120 s; the server
+    /// may take up to 60 s to start answering).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Time allowed to connect (default 10 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Attempts per request before giving up on retryable failures (default 8, at least 1).
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.attempts = n.max(1);
+        self
+    }
+
+    /// First backoff delay and its cap (defaults 500 ms and 60 s).
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff = Backoff { base, max };
+        self
+    }
+
+    /// Answers with at least this many rows are taken as silently truncated and the window is
+    /// halved (default 60,000, the hosted API's cap).
+    pub fn truncation_threshold(mut self, rows: usize) -> Self {
+        self.truncation_threshold = rows.max(1);
+        self
+    }
+
+    /// Read the hosted API's `404 "Validate dates entered"` as an empty window (default true).
+    pub fn empty_window_404(mut self, yes: bool) -> Self {
+        self.empty_404 = yes;
+        self
+    }
+
+    /// Hold an exclusive advisory lock on this file during each request, so several processes
+    /// sharing a token take turns.
+    pub fn lock_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.lock_file = Some(path.into());
+        self
+    }
+
+    /// The operation's time zone, used to say when a token's day resets.
+    pub fn timezone(mut self, tz: chrono_tz::Tz) -> Self {
+        self.timezone = Some(tz);
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> Result<Client, Error> {
+        let base = self.base.trim().trim_end_matches('/').to_owned();
+        let url = reqwest::Url::parse(&base)
+            .map_err(|e| Error::Config(format!("base URL {base:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::Config(format!(
+                "base URL {base:?}: scheme must be http or https"
+            )));
+        }
+        if self.token.trim().is_empty() {
+            return Err(Error::Config("the token is empty".into()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .user_agent(concat!("voxtrail-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("http client: {e}")))?;
+        Ok(Client {
+            http,
+            token_lock: polite::token_lock(&self.token),
+            base,
+            cfg: Arc::new(self),
+        })
+    }
+}
+
+/// A client of one server with one token. Cheap to clone; clones share the token's lock.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token_lock: Arc<tokio::sync::Mutex<()>>,
+    cfg: Arc<ClientBuilder>,
+}
+
+/// What one attempt came to.
+enum Outcome {
+    Done(Answer),
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    Fail(Error),
+}
+
+impl Client {
+    /// Settings for a client of `base` (a URL such as `http://127.0.0.1:8080` or
+    /// [`Client::server_url`]) using `token`.
+    pub fn builder(base: impl Into<String>, token: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base: base.into(),
+            token: token.into(),
+            timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            attempts: 8,
+            backoff: Backoff {
+                base: Duration::from_millis(500),
+                max: Duration::from_secs(60),
+            },
+            truncation_threshold: DEFAULT_TRUNCATION_THRESHOLD,
+            empty_404: true,
+            lock_file: None,
+            timezone: None,
+        }
+    }
+
+    /// The hosted API's base URL for a server code: `https://wv{code}.wolkvox.com`.
+    ///
+    /// ```
+    /// assert_eq!(voxtrail_client::Client::server_url("0032"), "https://wv0032.wolkvox.com");
+    /// ```
+    pub fn server_url(code: &str) -> String {
+        format!("https://wv{}.wolkvox.com", code.trim())
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The truncation threshold in force.
+    pub fn truncation_threshold(&self) -> usize {
+        self.cfg.truncation_threshold
+    }
+
+    /// One request to the reports endpoint: `api` plus `params`, no windowing. Rows come
+    /// back as read, whatever the report.
+    pub async fn call(&self, api: &str, params: &[(&str, &str)]) -> Result<Vec<Row>, Error> {
+        Ok(self.get(REPORTS_PATH, api, params).await?.rows)
+    }
+
+    /// `token_info`: the token's limit and today's use (counts as one use).
+    pub async fn token_info(&self) -> Result<TokenInfoRow, Error> {
+        let a = self.get(INFORMATION_PATH, "token_info", &[]).await?;
+        a.rows
+            .first()
+            .map(Row::to_token_info)
+            .ok_or_else(|| Error::Refused {
+                status: 200,
+                error: "EMPTY ANSWER".into(),
+                msg: "token_info answered without data".into(),
+            })
+    }
+
+    /// Every row of report `api` whose date lies in `ini..=end`: the range is cut into
+    /// windows of at most 31 days, and each window that is refused for too many records or
+    /// comes back full (≥ the truncation threshold) is halved, down to one second.
+    pub async fn report(
+        &self,
+        api: &str,
+        ini: NaiveDateTime,
+        end: NaiveDateTime,
+    ) -> Result<Vec<Row>, Error> {
+        let w =
+            Window::new(ini, end).ok_or_else(|| Error::Config(format!("{ini} is after {end}")))?;
+        let mut rows = Vec::new();
+        for part in w.split(chrono::Duration::days(window::MAX_WINDOW_DAYS)) {
+            rows.extend(self.window(api, part).await?);
+        }
+        Ok(rows)
+    }
+
+    /// Typed `chat_12` rows of `ini..=end` (see [`Client::report`]).
+    pub async fn chat_12(
+        &self,
+        ini: NaiveDateTime,
+        end: NaiveDateTime,
+    ) -> Result<Vec<Chat12Row>, Error> {
+        Ok(self
+            .report(voxtrail_wire::CHAT_12, ini, end)
+            .await?
+            .iter()
+            .map(Row::to_chat12)
+            .collect())
+    }
+
+    /// Every row of one window (at most 31 days), halving it as often as needed.
+    pub async fn window(&self, api: &str, w: Window) -> Result<Vec<Row>, Error> {
+        let mut todo = std::collections::VecDeque::from([w]);
+        let mut rows = Vec::new();
+        while let Some(w) = todo.pop_front() {
+            let (ini, end) = (w.date_ini(), w.date_end());
+            let params = [("date_ini", ini.as_str()), ("date_end", end.as_str())];
+            let too_many = match self.get(REPORTS_PATH, api, &params).await {
+                Ok(a) if a.rows.len() >= self.cfg.truncation_threshold => Some(a.rows.len()),
+                Ok(a) => {
+                    rows.extend(a.rows);
+                    None
+                }
+                Err(Error::TooManyRecords { .. }) => Some(self.cfg.truncation_threshold),
+                Err(e) => return Err(e),
+            };
+            if let Some(n) = too_many {
+                let (a, b) = w.halves().ok_or_else(|| Error::Unsplittable {
+                    window: w.to_string(),
+                    rows: n,
+                })?;
+                tracing::debug!(window = %w, "too many rows; halving");
+                todo.push_front(b);
+                todo.push_front(a);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// One logical request, retried on retryable failures.
+    async fn get(&self, path: &str, api: &str, params: &[(&str, &str)]) -> Result<Answer, Error> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = {
+                let _turn = self.token_lock.lock().await;
+                let _file = match &self.cfg.lock_file {
+                    Some(p) => Some(
+                        FileLock::acquire(p)
+                            .await
+                            .map_err(|e| Error::Config(format!("locking {}: {e}", p.display())))?,
+                    ),
+                    None => None,
+                };
+                self.once(path, api, params).await
+            };
+            match outcome {
+                Outcome::Done(a) => return Ok(a),
+                Outcome::Fail(e) => return Err(e),
+                Outcome::Retry { reason, after } => {
+                    if attempt >= self.cfg.attempts {
+                        return Err(Error::GaveUp {
+                            attempts: attempt,
+                            last: reason,
+                        });
+                    }
+                    let delay = after
+                        .map(|a| a.min(self.cfg.backoff.max))
+                        .unwrap_or_else(|| self.cfg.backoff.delay(attempt));
+                    tracing::warn!(attempt, ?delay, %reason, "retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// One HTTP exchange and what it means.
+    async fn once(&self, path: &str, api: &str, params: &[(&str, &str)]) -> Outcome {
+        let mut query: Vec<(&str, &str)> = vec![("api", api)];
+        query.extend(params.iter().filter(|(k, _)| *k != "api"));
+        let url = format!("{}{}", self.base, path);
+        let resp = match self
+            .http
+            .get(&url)
+            .query(&query)
+            .header("wolkvox-token", &self.cfg.token)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Retry {
+                    reason: format!("network: {}", error_chain(&e)),
+                    after: None,
+                };
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Outcome::Retry {
+                    reason: format!("reading the answer: {}", error_chain(&e)),
+                    after: None,
+                };
+            }
+        };
+        let answer = match parse_answer(&body) {
+            Ok(a) => a,
+            Err(e) if status >= 500 || status == 429 || status == 200 => {
+                return Outcome::Retry {
+                    reason: format!("HTTP {status}, unreadable answer: {e}"),
+                    after: retry_after,
+                };
+            }
+            Err(_) => {
+                return Outcome::Fail(Error::Refused {
+                    status,
+                    error: String::new(),
+                    msg: String::from_utf8_lossy(&body).chars().take(200).collect(),
+                });
+            }
+        };
+        self.classify(status, answer, retry_after)
+    }
+
+    /// The one place an answer's status and texts are turned into a decision.
+    fn classify(&self, http: u16, a: Answer, retry_after: Option<Duration>) -> Outcome {
+        // The hosted API may put the real status in `code` behind an HTTP 200.
+        let code: Option<u16> = a.code.parse().ok();
+        let status = match code {
+            Some(c) if http == 200 && c >= 100 && c != 200 => c,
+            _ => http,
+        };
+        let msg = a.msg_normalized();
+        let refused = |a: &Answer| Error::Refused {
+            status,
+            error: a.error.clone().unwrap_or_default(),
+            msg: a.msg.clone(),
+        };
+        match status {
+            200 => Outcome::Done(a),
+            404 if self.cfg.empty_404 && msg.contains("VALIDATE DATES ENTERED") => {
+                Outcome::Done(Answer {
+                    rows: Vec::new(),
+                    ..a
+                })
+            }
+            401 => Outcome::Fail(Error::Unauthorized { msg: a.msg }),
+            403 if msg.contains("SIMULTANEOUS") => Outcome::Retry {
+                reason: format!("403 {}", a.msg),
+                after: None,
+            },
+            403 if msg.contains("MAINTENANCE") => Outcome::Retry {
+                reason: format!("403 {}", a.msg),
+                after: retry_after,
+            },
+            403 if msg.contains("TOKEN LIMIT EXCEEDED") => {
+                Outcome::Fail(Error::TokenLimitExceeded {
+                    resets: self.reset_text(),
+                })
+            }
+            403 if msg.contains("VALIDATE TOKEN") => Outcome::Fail(Error::InvalidToken),
+            400 if (msg.contains("RECORDS") && msg.contains("ABOVE THE LIMIT"))
+                || (msg.contains("EXCEEDS THE LIMIT") && msg.contains("MB")) =>
+            {
+                Outcome::Fail(Error::TooManyRecords { msg: a.msg })
+            }
+            429 | 500..=599 => Outcome::Retry {
+                reason: format!("HTTP {status} {}", a.msg),
+                after: retry_after,
+            },
+            _ => Outcome::Fail(refused(&a)),
+        }
+    }
+
+    /// When the token's day resets: the next midnight of the operation's time zone.
+    fn reset_text(&self) -> String {
+        let Some(tz) = self.cfg.timezone else {
+            return "it resets at the next midnight of the operation's time zone".into();
+        };
+        let now = chrono::Utc::now().with_timezone(&tz);
+        let midnight = now
+            .date_naive()
+            .succ_opt()
+            .and_then(|d| d.and_hms_opt(0, 0, 0));
+        match midnight.map(|m| m - now.naive_local()) {
+            Some(left) => format!(
+                "it resets at midnight {} (in {}h {:02}m)",
+                tz.name(),
+                left.num_hours(),
+                left.num_minutes() % 60
+            ),
+            None => format!("it resets at midnight {}", tz.name()),
+        }
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

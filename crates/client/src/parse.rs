@@ -1,0 +1,359 @@
+//! Tolerant reading of report answers: the envelope as the hosted API really sends it.
+//!
+//! Owns [`Row`] (a flat report row, keys in the order the server sent them) and
+//! [`parse_answer`]. Accepted quirks: `code` as the string `"200"`, the number `200` or `"0"`;
+//! `error` as `null`, `"null"` or `""`; `msg` with odd spacing; `data` as an array, as an object
+//! of rows (a PHP associative array), as one row object, or absent; values that are numbers or
+//! `null` (read as text, `null` as `""`). Knows nothing of HTTP retries or windows.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use voxtrail_wire::{Chat12Row, TokenInfoRow};
+
+/// One report row: field names and values as text, in the order the server sent them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Row {
+    fields: Vec<(String, String)>,
+}
+
+impl Row {
+    /// A row from `(name, value)` pairs, kept in that order.
+    ///
+    /// ```
+    /// let row = voxtrail_client::Row::from_pairs([("conn_id", "7"), ("date", "2026-10-01 08:00:00")]);
+    /// assert_eq!(row.get("conn_id"), Some("7"));
+    /// assert_eq!(row.to_json(), r#"{"conn_id":"7","date":"2026-10-01 08:00:00"}"#);
+    /// ```
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            fields: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// The value of a field, if the row has it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Fields in the order the server sent them.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// True when the row has no field.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The row as one flat JSON object, keys in the server's order.
+    pub fn to_json(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (k, v)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // Serialising a string cannot fail.
+            out.push_str(&serde_json::to_string(k).expect("string"));
+            out.push(':');
+            out.push_str(&serde_json::to_string(v).expect("string"));
+        }
+        out.push('}');
+        out
+    }
+
+    /// The row as a `chat_12` row; a missing field (e.g. `cod_act`) becomes `""`.
+    pub fn to_chat12(&self) -> Chat12Row {
+        let f = |n: &str| self.get(n).unwrap_or_default().to_owned();
+        Chat12Row {
+            conn_id: f("conn_id"),
+            agent_id: f("agent_id"),
+            agent_name: f("agent_name"),
+            channel: f("channel"),
+            from: f("from"),
+            to: f("to"),
+            subject: f("subject"),
+            body: f("body"),
+            date: f("date"),
+            cod_act: f("cod_act"),
+            description_cod_act: f("description_cod_act"),
+        }
+    }
+
+    /// The row as a `token_info` row; a missing field becomes `""`.
+    pub fn to_token_info(&self) -> TokenInfoRow {
+        let f = |n: &str| self.get(n).unwrap_or_default().to_owned();
+        TokenInfoRow {
+            description: f("description"),
+            token_limit: f("token_limit"),
+            token_use_today: f("token_use_today"),
+            all_token_today: f("all_token_today"),
+            available_consumption_options: f("available_consumption_options"),
+        }
+    }
+}
+
+/// A decoded answer envelope, before the client decides what it means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// `code` as text (`"200"` whether it came as a string or a number); empty when absent.
+    pub code: String,
+    /// `error`, with `null`, `"null"` and `""` read as `None`.
+    pub error: Option<String>,
+    /// `msg` as sent.
+    pub msg: String,
+    /// `data` read as rows.
+    pub rows: Vec<Row>,
+}
+
+impl Answer {
+    /// `msg` upper-cased with runs of white space collapsed, for matching known texts.
+    pub fn msg_normalized(&self) -> String {
+        normalize(&self.msg)
+    }
+}
+
+/// Upper-case and collapse white space.
+pub(crate) fn normalize(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_uppercase()
+}
+
+/// Reads an answer body tolerantly. Fails only when the body is not one complete JSON object
+/// (e.g. a truncated answer).
+///
+/// ```
+/// use voxtrail_client::parse_answer;
+/// // The hosted API's quirks: numeric code, "null" error, data as an object, no cod_act.
+/// let body = br#"{"code":200,"error":"null","msg":" 1  records were found","data":{"0":{"conn_id":"9","date":"2026-10-01 08:00:00"}}}"#;
+/// let a = parse_answer(body).unwrap();
+/// assert_eq!(a.code, "200");
+/// assert_eq!(a.error, None);
+/// assert_eq!(a.rows.len(), 1);
+/// assert_eq!(a.rows[0].to_chat12().cod_act, "");
+/// assert!(parse_answer(br#"{"code":"200","error":null,"msg":"1 records were found","data":[{"con"#).is_err());
+/// ```
+pub fn parse_answer(body: &[u8]) -> Result<Answer, serde_json::Error> {
+    let raw: RawEnvelope = serde_json::from_slice(body)?;
+    let code = match raw.code {
+        Some(serde_json::Value::String(s)) => s.trim().to_owned(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let error = match raw.error {
+        Some(serde_json::Value::String(s)) => {
+            let t = s.trim();
+            (!t.is_empty() && !t.eq_ignore_ascii_case("null")).then(|| t.to_owned())
+        }
+        Some(serde_json::Value::Null) | None => None,
+        Some(serde_json::Value::Bool(false)) => None,
+        Some(other) => Some(other.to_string()),
+    };
+    let msg = match raw.msg {
+        Some(serde_json::Value::String(s)) => s,
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    Ok(Answer {
+        code,
+        error,
+        msg,
+        rows: raw.data.map(|d| d.0).unwrap_or_default(),
+    })
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    code: Option<serde_json::Value>,
+    error: Option<serde_json::Value>,
+    msg: Option<serde_json::Value>,
+    data: Option<Data>,
+}
+
+/// A value read as text: strings as they are, `null` as `""`, anything else as its JSON.
+fn cell(v: serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+struct RowVisitor;
+
+impl<'de> Visitor<'de> for RowVisitor {
+    type Value = Row;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
+        let mut fields = Vec::new();
+        while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+            fields.push((k, cell(v)));
+        }
+        Ok(Row { fields })
+    }
+}
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RowVisitor)
+    }
+}
+
+/// An element of `data` when `data` is an object: a row, or a scalar of a single-row object.
+enum Element {
+    Row(Row),
+    Scalar(serde_json::Value),
+}
+
+impl<'de> Deserialize<'de> for Element {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Element;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a row or a value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Element, A::Error> {
+                RowVisitor.visit_map(map).map(Element::Row)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Element, A::Error> {
+                let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Element::Scalar(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Element, E> {
+                Ok(Element::Scalar(serde_json::Value::String(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Element, E> {
+                Ok(Element::Scalar(serde_json::Value::String(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Element, E> {
+                Ok(Element::Scalar(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Element, E> {
+                Ok(Element::Scalar(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Element, E> {
+                Ok(Element::Scalar(v.into()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Element, E> {
+                Ok(Element::Scalar(v.into()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Element, E> {
+                Ok(Element::Scalar(serde_json::Value::Null))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `data`: an array of rows, an object of rows, one row object, or nothing.
+struct Data(Vec<Row>);
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Data;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("report data")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Data, A::Error> {
+                let mut rows = Vec::new();
+                while let Some(e) = seq.next_element::<Element>()? {
+                    if let Element::Row(r) = e {
+                        rows.push(r);
+                    }
+                }
+                Ok(Data(rows))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Data, A::Error> {
+                let mut rows = Vec::new();
+                let mut scalars = Vec::new();
+                while let Some((k, e)) = map.next_entry::<String, Element>()? {
+                    match e {
+                        Element::Row(r) => rows.push(r),
+                        Element::Scalar(v) => scalars.push((k, cell(v))),
+                    }
+                }
+                if rows.is_empty() && !scalars.is_empty() {
+                    rows.push(Row { fields: scalars });
+                }
+                Ok(Data(rows))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Data, E> {
+                Ok(Data(Vec::new()))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Data, E> {
+                Ok(Data(Vec::new()))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Data, E> {
+                Ok(Data(Vec::new()))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Data, E> {
+                Ok(Data(Vec::new()))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Data, E> {
+                Ok(Data(Vec::new()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voxtrail_answer_reads_as_is() {
+        let body = br#"{"code":"200","error":null,"msg":"2 records were found","data":[{"conn_id":"1","body":"a\nb","date":"2026-10-01 08:15:00"},{"conn_id":"2","date":"x"}]}"#;
+        let a = parse_answer(body).unwrap();
+        assert_eq!(a.code, "200");
+        assert_eq!(a.error, None);
+        assert_eq!(a.rows.len(), 2);
+        assert_eq!(a.rows[0].get("body"), Some("a\nb"));
+        assert_eq!(
+            a.rows[0].to_json(),
+            r#"{"conn_id":"1","body":"a\nb","date":"2026-10-01 08:15:00"}"#
+        );
+    }
+
+    #[test]
+    fn quirks_of_the_hosted_api() {
+        let a = parse_answer(
+            br#"{"code":"0","error":"","msg":"ok","data":{"conn_id":"5","n":3,"x":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(a.code, "0");
+        assert_eq!(a.rows.len(), 1);
+        assert_eq!(a.rows[0].get("n"), Some("3"));
+        assert_eq!(a.rows[0].get("x"), Some(""));
+        let a = parse_answer(
+            br#"{"code":404,"error":"null","msg":"Validate  dates entered","data":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(a.code, "404");
+        assert!(a.rows.is_empty());
+        assert_eq!(a.msg_normalized(), "VALIDATE DATES ENTERED");
+        let a = parse_answer(br#"{"code":"200","msg":"x"}"#).unwrap();
+        assert!(a.rows.is_empty());
+    }
+}
