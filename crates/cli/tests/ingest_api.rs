@@ -1109,18 +1109,30 @@ async fn a_third_simultaneous_request_of_a_token_is_refused() {
         .map(|k| ndjson_body(&[record(&format!("held-{k}"), "2026-10-01 20:00:00")]))
         .collect();
     // Two requests whose bodies arrive slowly: each holds a slot.
-    let mut held = Vec::new();
-    for body in &bodies {
+    async fn hold(fx: &Fixture, body: &str) -> TcpStream {
         let mut s = TcpStream::connect(&fx.server.addr).await.unwrap();
         s.write_all(raw_head(&fx.ingest, NDJSON, body.len()).as_bytes())
             .await
             .unwrap();
         s.write_all(&body.as_bytes()[..10]).await.unwrap();
-        held.push(s);
+        s
+    }
+    let mut held = Vec::new();
+    for body in &bodies {
+        held.push(hold(&fx, body).await);
     }
     let third = ndjson_body(&[record("third", "2026-10-01 20:00:01")]);
     let mut refusal = None;
     let refused = eventually(Duration::from_secs(20), async || {
+        // A held request that reached the server while a probe held a slot was itself refused
+        // (it already has an answer): open it again, so both slots end up held by slow bodies.
+        for (s, body) in held.iter_mut().zip(&bodies) {
+            let mut peek = [0u8; 1];
+            match s.try_read(&mut peek) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => *s = hold(&fx, body).await,
+            }
+        }
         let a = fx.post(Some(NDJSON), third.clone()).await;
         if a.status == 403 {
             refusal = Some(a);
