@@ -3,6 +3,7 @@
 
 mod admin;
 mod import;
+mod pull;
 mod serve;
 
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Store realistic synthetic interactions (same arguments, same rows).
     Seed(admin::SeedArgs),
+    /// Copy a report (this server or the hosted API) into SQLite, NDJSON or CSV, gap-free.
+    Pull(Box<pull::PullArgs>),
     /// Switch maintenance mode on or off for every server sharing the database.
     Maintenance {
         #[arg(value_parser = ["on", "off"])]
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Token(cmd) => admin::token(&database(cli.database), cmd),
         Command::Import(args) => import::run(&database(cli.database), args),
         Command::Seed(args) => admin::seed(&database(cli.database), args),
+        Command::Pull(args) => pull::run(*args),
         Command::Maintenance { state } => {
             admin::maintenance(&database(cli.database), state == "on")
         }
