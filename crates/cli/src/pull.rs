@@ -8,6 +8,8 @@
 //! belong to `voxtrail-client`; this module knows nothing of the server crate.
 //!
 //! Destinations and their crash-safety:
+//! - `postgres://…`: the same tables as SQLite (`row` kept as the exact JSON text; `row::jsonb`
+//!   to query it), one transaction per window.
 //! - `sqlite://FILE`: rows upserted by (source, report, conn_id) in `pulled_rows`, the
 //!   checkpoint in `pull_checkpoints`, both in one transaction per window.
 //! - `ndjson:PATH` / `csv:PATH`: one row per record appended to PATH; the checkpoint and the
@@ -64,7 +66,7 @@ pub struct PullArgs {
     /// Field that identifies a row [default: conn_id for chat_12, else a hash of the row].
     #[arg(long)]
     key: Option<String>,
-    /// Destination: sqlite://FILE, ndjson:PATH or csv:PATH.
+    /// Destination: sqlite://FILE, postgres://…, ndjson:PATH or csv:PATH.
     #[arg(long)]
     into: String,
     /// Longest window per request (at most 31 days; crowded windows are halved anyway).
@@ -127,6 +129,7 @@ impl KeyRule {
 
 #[derive(Debug, Clone)]
 enum DestSpec {
+    Postgres(String),
     Sqlite(PathBuf),
     Ndjson(PathBuf),
     Csv(PathBuf),
@@ -141,14 +144,13 @@ impl DestSpec {
         } else if let Some(p) = s.strip_prefix("csv:") {
             Ok(DestSpec::Csv(PathBuf::from(p)))
         } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            bail!(
-                "--into postgres://… is not supported yet; use sqlite://FILE, ndjson:PATH or csv:PATH"
-            )
+            Ok(DestSpec::Postgres(s.to_owned()))
         } else {
-            bail!("--into {s:?}: expected sqlite://FILE, ndjson:PATH or csv:PATH")
+            bail!("--into {s:?}: expected sqlite://FILE, postgres://…, ndjson:PATH or csv:PATH")
         }
         .and_then(|d: DestSpec| {
             let p = match &d {
+                DestSpec::Postgres(_) => return Ok(d),
                 DestSpec::Sqlite(p) | DestSpec::Ndjson(p) | DestSpec::Csv(p) => p,
             };
             if p.as_os_str().is_empty() {
@@ -222,8 +224,7 @@ impl PullArgs {
         }
         note(tz.as_ref().map(|_| ()).map_err(|e| anyhow!("{e}")));
         note(into.as_ref().map(|_| ()).map_err(|e| anyhow!("{e}")));
-        if let (Ok(w), true) = (&window, window.as_ref().is_ok_and(|w| w.is_zero())) {
-            let _ = w;
+        if matches!(&window, Ok(w) if w.is_zero()) {
             note(Err(anyhow!("--window must be at least 1s")));
         }
         if let (Ok(s), Ok(Some(u))) = (&since, &until)
@@ -390,6 +391,7 @@ fn spawn_signal_watch(stop: Arc<AtomicBool>, wake: Arc<tokio::sync::Notify>) -> 
 // ---------------------------------------------------------------------------------------
 
 enum Dest {
+    Postgres(PgDest),
     Sqlite(SqliteDest),
     File(FileDest),
 }
@@ -397,6 +399,7 @@ enum Dest {
 impl Dest {
     fn open(plan: &Plan) -> anyhow::Result<Dest> {
         Ok(match &plan.into {
+            DestSpec::Postgres(url) => Dest::Postgres(PgDest::open(url, plan)?),
             DestSpec::Sqlite(p) => Dest::Sqlite(SqliteDest::open(p, plan)?),
             DestSpec::Ndjson(p) => Dest::File(FileDest::open(p, Format::Ndjson, plan)?),
             DestSpec::Csv(p) => Dest::File(FileDest::open(p, Format::Csv, plan)?),
@@ -405,6 +408,7 @@ impl Dest {
 
     fn checkpoint(&self) -> Option<NaiveDateTime> {
         match self {
+            Dest::Postgres(d) => d.checkpoint,
             Dest::Sqlite(d) => d.checkpoint,
             Dest::File(d) => d.checkpoint,
         }
@@ -413,9 +417,115 @@ impl Dest {
     /// Stores the rows not stored yet and moves the checkpoint; returns rows newly written.
     fn commit(&mut self, rows: &[(String, &Row)], cp: NaiveDateTime) -> anyhow::Result<u64> {
         match self {
+            Dest::Postgres(d) => d.commit(rows, cp),
             Dest::Sqlite(d) => d.commit(rows, cp),
             Dest::File(d) => d.commit(rows, cp),
         }
+    }
+}
+
+/// Runs `f` on a plain thread and waits: the sync PostgreSQL driver runs its own runtime,
+/// which must not start (or be dropped) on a thread of ours.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().expect("postgres thread"))
+}
+
+struct PgDest {
+    client: Option<postgres::Client>,
+    source: String,
+    report: String,
+    checkpoint: Option<NaiveDateTime>,
+}
+
+impl Drop for PgDest {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            off_runtime(move || drop(c));
+        }
+    }
+}
+
+impl PgDest {
+    fn open(url: &str, plan: &Plan) -> anyhow::Result<Self> {
+        let (source, report) = (plan.source.clone(), plan.api.clone());
+        off_runtime(|| {
+            let mut client = postgres::Client::connect(url, postgres::NoTls)
+                .context("connecting to postgres")?;
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS pulled_rows (
+                         source TEXT NOT NULL,
+                         report TEXT NOT NULL,
+                         conn_id TEXT NOT NULL,
+                         date TEXT NOT NULL,
+                         row TEXT NOT NULL,
+                         pulled_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                         PRIMARY KEY (source, report, conn_id)
+                     );
+                     CREATE INDEX IF NOT EXISTS pulled_rows_date ON pulled_rows (source, report, date);
+                     CREATE TABLE IF NOT EXISTS pull_checkpoints (
+                         source TEXT NOT NULL,
+                         report TEXT NOT NULL,
+                         until TEXT NOT NULL,
+                         updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                         PRIMARY KEY (source, report)
+                     );",
+                )
+                .context("creating the pull tables")?;
+            let cp = client
+                .query_opt(
+                    "SELECT until FROM pull_checkpoints WHERE source = $1 AND report = $2",
+                    &[&source, &report],
+                )
+                .context("reading the checkpoint")?
+                .map(|r| r.get::<_, String>(0));
+            let checkpoint = cp
+                .map(|c| parse_wall_clock(&c).map_err(|e| anyhow!("stored checkpoint: {e}")))
+                .transpose()?;
+            Ok(Self {
+                client: Some(client),
+                source,
+                report,
+                checkpoint,
+            })
+        })
+    }
+
+    fn commit(&mut self, rows: &[(String, &Row)], cp: NaiveDateTime) -> anyhow::Result<u64> {
+        let client = self.client.as_mut().expect("open until dropped");
+        let (source, report) = (&self.source, &self.report);
+        let written = off_runtime(|| -> anyhow::Result<u64> {
+            let mut tx = client.transaction()?;
+            // xmax = 0 only on a freshly inserted tuple: counts new rows, not updates.
+            let ins = tx.prepare(
+                "INSERT INTO pulled_rows (source, report, conn_id, date, row)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (source, report, conn_id) DO UPDATE
+                   SET row = excluded.row, date = excluded.date,
+                       pulled_at = now()
+                   WHERE pulled_rows.row IS DISTINCT FROM excluded.row
+                 RETURNING (xmax = 0)",
+            )?;
+            let mut written = 0;
+            for (key, row) in rows {
+                let date = row.get("date").unwrap_or_default();
+                let json = row.to_json();
+                if let Some(r) = tx.query_opt(&ins, &[source, report, key, &date, &json])?
+                    && r.get::<_, bool>(0)
+                {
+                    written += 1;
+                }
+            }
+            tx.execute(
+                "INSERT INTO pull_checkpoints (source, report, until) VALUES ($1, $2, $3)
+                 ON CONFLICT (source, report) DO UPDATE SET until = excluded.until, updated_at = now()",
+                &[source, report, &format_wall_clock(cp)],
+            )?;
+            tx.commit().context("committing to postgres")?;
+            Ok(written)
+        })?;
+        self.checkpoint = Some(cp);
+        Ok(written)
     }
 }
 
@@ -821,8 +931,10 @@ mod tests {
             DestSpec::parse("csv:x.csv").unwrap(),
             DestSpec::Csv(_)
         ));
-        let e = DestSpec::parse("postgres://localhost/x").unwrap_err();
-        assert!(e.to_string().contains("not supported yet"), "{e}");
+        assert!(matches!(
+            DestSpec::parse("postgres://localhost/x").unwrap(),
+            DestSpec::Postgres(_)
+        ));
         assert!(DestSpec::parse("ndjson:").is_err());
         assert!(DestSpec::parse("/tmp/x").is_err());
     }
