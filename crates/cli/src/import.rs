@@ -201,23 +201,30 @@ pub fn run(database: &str, args: ImportArgs) -> anyhow::Result<()> {
         }
         Err(IngestError::Invalid { total, listed }) => {
             for e in &listed {
-                let field = if e.field.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {}:", e.field)
-                };
-                eprintln!("rejected: {}:{field} {}", locate(e.index), e.reason);
+                print_rejected(&locate(e.index), e);
             }
             anyhow::bail!("{total} invalid records; nothing was imported")
         }
-        Err(IngestError::Conflicts(ids)) => {
-            for id in &ids {
-                eprintln!("conflict: conn_id {id:?} is already stored with different content");
-            }
-            anyhow::bail!("{} conflicting records; nothing was imported", ids.len())
-        }
+        Err(IngestError::Conflicts(ids)) => Err(conflicts(&ids, "records")),
         Err(e) => Err(anyhow::Error::new(e).context("nothing was imported")),
     }
+}
+
+/// One stderr line per rejected record: where it is, which field, why.
+fn print_rejected(place: &str, e: &RecordError) {
+    if e.field.is_empty() {
+        eprintln!("rejected: {place}: {}", e.reason);
+    } else {
+        eprintln!("rejected: {place}: {}: {}", e.field, e.reason);
+    }
+}
+
+/// One stderr line per conflicting `conn_id`, and the command's error.
+fn conflicts(ids: &[String], unit: &str) -> anyhow::Error {
+    for id in ids {
+        eprintln!("conflict: conn_id {id:?} is already stored with different content");
+    }
+    anyhow::anyhow!("{} conflicting {unit}; nothing was imported", ids.len())
 }
 
 /// The `field` of the error that stands for a message skipped under `--strict` (already listed
@@ -428,12 +435,7 @@ fn run_mail(database: &str, format: MailFormat, args: ImportArgs) -> anyhow::Res
                 let place = locs
                     .get(e.index as usize)
                     .map_or_else(|| format!("message {}", e.index), |l| show(&names, *l));
-                let field = if e.field.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {}:", e.field)
-                };
-                eprintln!("rejected: {place}:{field} {}", e.reason);
+                print_rejected(&place, e);
             }
             let invalid = total - if strict { skipped } else { 0 };
             match (strict && skipped > 0, invalid) {
@@ -446,12 +448,7 @@ fn run_mail(database: &str, format: MailFormat, args: ImportArgs) -> anyhow::Res
                 (false, n) => anyhow::bail!("{n} invalid messages; nothing was imported"),
             }
         }
-        Err(IngestError::Conflicts(ids)) => {
-            for id in &ids {
-                eprintln!("conflict: conn_id {id:?} is already stored with different content");
-            }
-            anyhow::bail!("{} conflicting messages; nothing was imported", ids.len())
-        }
+        Err(IngestError::Conflicts(ids)) => Err(conflicts(&ids, "messages")),
         Err(e) => Err(anyhow::Error::new(e).context("nothing was imported")),
     }
 }
