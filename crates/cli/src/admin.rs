@@ -186,3 +186,12 @@ pub fn maintenance(database: &str, on: bool) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `voxtrail migrate`: opening the store applies pending migrations (under a lock on
+/// PostgreSQL, so replicas starting together do not race); prints the version in force.
+pub fn migrate(database: &str) -> anyhow::Result<()> {
+    let store = open(database)?;
+    let version = store.migrate()?;
+    println!("database schema at version {version}");
+    Ok(())
+}

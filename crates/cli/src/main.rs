@@ -60,6 +60,8 @@ enum Command {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Apply pending database schema migrations (serve and every command also do it on start).
+    Migrate,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
         Command::Maintenance { state } => {
             admin::maintenance(&database(cli.database), state == "on")
         }
+        Command::Migrate => admin::migrate(&database(cli.database)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,11 +6,15 @@
 //! (atomic with the check) and written behind to the store every second and at shutdown, so a
 //! restart keeps them; a crash can forget at most the last second of uses. This is the SQLite,
 //! single-process design; see docs/adr/0002-limits-in-process.md.
+//!
+//! On PostgreSQL both limits live in the database so they hold across replicas
+//! (docs/adr/0003-limits-in-postgres.md): [`Slots::acquire`] takes a session advisory lock held
+//! by the guard, and [`DailyUsage::try_consume`] is one atomic upsert; nothing is written behind.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::store::{Store, StoreResult};
+use crate::store::{PgSlot, Store, StoreResult};
 
 /// Concurrency slots per token.
 #[derive(Debug)]
@@ -22,6 +26,20 @@ pub struct Slots {
 /// One held slot; dropping it frees the slot.
 #[derive(Debug)]
 pub struct SlotGuard {
+    _held: Held,
+}
+
+/// What a guard holds; each variant frees its slot in its own `Drop`.
+#[derive(Debug)]
+#[allow(dead_code)] // held only to be dropped
+enum Held {
+    Memory(MemorySlot),
+    /// A session advisory lock in PostgreSQL, released when the guard drops.
+    Database(Box<PgSlot>),
+}
+
+#[derive(Debug)]
+struct MemorySlot {
     slots: Arc<Slots>,
     token: i64,
 }
@@ -47,9 +65,30 @@ impl Slots {
         }
         *n += 1;
         Some(SlotGuard {
-            slots: self.clone(),
-            token,
+            _held: Held::Memory(MemorySlot {
+                slots: self.clone(),
+                token,
+            }),
         })
+    }
+
+    /// Takes a slot for `token` where the backend keeps them: in this process on SQLite, in
+    /// the database (shared by every replica) on PostgreSQL. `None` when `max` are held.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        store: &Store,
+        token: i64,
+    ) -> StoreResult<Option<SlotGuard>> {
+        match store {
+            Store::Postgres(pg) => {
+                let (pg, max) = (pg.clone(), self.max);
+                let slot = store.blocking(move |_| pg.take_slot(token, max)).await?;
+                Ok(slot.map(|s| SlotGuard {
+                    _held: Held::Database(Box::new(s)),
+                }))
+            }
+            Store::Sqlite(_) => Ok(self.try_acquire(token)),
+        }
     }
 
     /// Slots currently held by `token`.
@@ -59,7 +98,7 @@ impl Slots {
     }
 }
 
-impl Drop for SlotGuard {
+impl Drop for MemorySlot {
     fn drop(&mut self) {
         let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = held.get_mut(&self.token) {
@@ -104,6 +143,14 @@ impl DailyUsage {
         day: i64,
         limit: u64,
     ) -> StoreResult<Result<u64, LimitExceeded>> {
+        if let Store::Postgres(pg) = store {
+            // One atomic statement: every replica sees the same count.
+            let pg = pg.clone();
+            let used = store
+                .blocking(move |_| pg.consume_daily(token, day, limit))
+                .await?;
+            return Ok(used.ok_or(LimitExceeded));
+        }
         let known = self.lock().contains_key(&(token, day));
         if !known {
             let persisted = store.blocking(move |s| s.token_usage(token, day)).await?;

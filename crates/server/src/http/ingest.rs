@@ -68,7 +68,8 @@ pub async fn interactions(
     let format = format_of(&headers).ok_or(ApiError::UnsupportedMediaType)?;
     let _slot = st
         .slots
-        .try_acquire(token.id)
+        .acquire(&st.store, token.id)
+        .await?
         .ok_or(ApiError::TooManySimultaneous(st.slots.max()))?;
     let limits = &st.config.limits;
     let announced = headers

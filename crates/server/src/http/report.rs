@@ -80,7 +80,8 @@ pub(super) async fn admit(
 async fn take_slot_and_use(st: &AppState, token: &Token) -> Result<(SlotGuard, u64), ApiError> {
     let slot = st
         .slots
-        .try_acquire(token.id)
+        .acquire(&st.store, token.id)
+        .await?
         .ok_or(ApiError::TooManySimultaneous(st.slots.max()))?;
     let day = WallClock::now_in(token.operation.tz).day();
     let limit = token.effective_daily_limit(st.config.limits.daily_per_license);

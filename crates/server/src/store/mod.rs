@@ -1,17 +1,20 @@
 //! Storage: operations, tokens, interactions, daily usage and switches.
 //!
-//! `Store` is the one entry point the rest of the server uses. Today it has one backend,
-//! embedded SQLite (`sqlite.rs`); the PostgreSQL backend will be a second variant of the same
-//! enum, with the same methods, tested by the same conformance suite. The store knows SQL and
-//! the domain types; it knows nothing of HTTP.
+//! `Store` is the one entry point the rest of the server uses. It has two backends with the
+//! same methods, tested by the same conformance suite (`crates/server/tests/conformance.rs`):
+//! embedded SQLite (`sqlite.rs`, one process) and PostgreSQL (`postgres.rs`, several replicas
+//! behind one database). The store knows SQL and the domain types; it knows nothing of HTTP.
 
+pub mod postgres;
 pub mod sqlite;
+pub mod testing;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash, Window};
 
+pub use postgres::{PgSlot, PgStore};
 pub use sqlite::SqliteStore;
 
 /// Errors of the storage layer.
@@ -25,12 +28,14 @@ pub enum StoreError {
     NoSuchToken(i64),
     #[error("the database is busy (another writer holds it); try again")]
     Busy,
-    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     BadUrl(String),
     #[error("stored data is not what this version expects: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database error: {}", pg_text(.0))]
+    Postgres(#[from] ::postgres::Error),
     /// Displayed with its cause; the cause is deliberately not a `source`, so error chains
     /// do not print it twice.
     #[error("{context}: {cause}")]
@@ -49,6 +54,18 @@ impl StoreError {
             }
             _ => Self::Sqlite(e),
         }
+    }
+}
+
+/// A PostgreSQL error with the server's message and detail (the driver's `Display` alone says
+/// only "db error").
+fn pg_text(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(d) => format!("{}: {d}", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => e.to_string(),
     }
 }
 
@@ -119,12 +136,14 @@ pub struct ReportQuery {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sqlite(s) => write!(f, "Store::Sqlite({})", s.path().display()),
+            Self::Postgres(s) => write!(f, "Store::Postgres({})", s.describe()),
         }
     }
 }
@@ -138,7 +157,18 @@ impl Store {
             }
             return Ok(Self::Sqlite(SqliteStore::open(std::path::Path::new(path))?));
         }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(PgStore::open(url)?));
+        }
         Err(StoreError::BadUrl(url.to_owned()))
+    }
+
+    /// Applies pending schema migrations (also done by `open`); returns the schema version.
+    pub fn migrate(&self) -> StoreResult<i64> {
+        match self {
+            Self::Sqlite(s) => s.schema_version(),
+            Self::Postgres(s) => s.migrate(),
+        }
     }
 
     /// Runs a blocking store call off the async runtime.
@@ -156,6 +186,7 @@ impl Store {
     pub fn ping(&self) -> StoreResult<()> {
         match self {
             Self::Sqlite(s) => s.ping(),
+            Self::Postgres(s) => s.ping(),
         }
     }
 
@@ -167,18 +198,21 @@ impl Store {
     ) -> StoreResult<Operation> {
         match self {
             Self::Sqlite(s) => s.create_operation(name, tz, licenses),
+            Self::Postgres(s) => s.create_operation(name, tz, licenses),
         }
     }
 
     pub fn list_operations(&self) -> StoreResult<Vec<Operation>> {
         match self {
             Self::Sqlite(s) => s.list_operations(),
+            Self::Postgres(s) => s.list_operations(),
         }
     }
 
     pub fn operation(&self, name: &str) -> StoreResult<Operation> {
         match self {
             Self::Sqlite(s) => s.operation(name),
+            Self::Postgres(s) => s.operation(name),
         }
     }
 
@@ -192,12 +226,16 @@ impl Store {
     ) -> StoreResult<i64> {
         match self {
             Self::Sqlite(s) => s.create_token(operation_id, hash, scope, description, daily_limit),
+            Self::Postgres(s) => {
+                s.create_token(operation_id, hash, scope, description, daily_limit)
+            }
         }
     }
 
     pub fn list_tokens(&self) -> StoreResult<Vec<Token>> {
         match self {
             Self::Sqlite(s) => s.list_tokens(),
+            Self::Postgres(s) => s.list_tokens(),
         }
     }
 
@@ -205,24 +243,28 @@ impl Store {
     pub fn revoke_token(&self, id: i64) -> StoreResult<bool> {
         match self {
             Self::Sqlite(s) => s.revoke_token(id),
+            Self::Postgres(s) => s.revoke_token(id),
         }
     }
 
     pub fn token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<Token>> {
         match self {
             Self::Sqlite(s) => s.token_by_hash(hash),
+            Self::Postgres(s) => s.token_by_hash(hash),
         }
     }
 
     pub fn set_maintenance(&self, on: bool) -> StoreResult<()> {
         match self {
             Self::Sqlite(s) => s.set_maintenance(on),
+            Self::Postgres(s) => s.set_maintenance(on),
         }
     }
 
     pub fn maintenance(&self) -> StoreResult<bool> {
         match self {
             Self::Sqlite(s) => s.maintenance(),
+            Self::Postgres(s) => s.maintenance(),
         }
     }
 
@@ -230,6 +272,7 @@ impl Store {
     pub fn token_usage(&self, token_id: i64, day: i64) -> StoreResult<u64> {
         match self {
             Self::Sqlite(s) => s.token_usage(token_id, day),
+            Self::Postgres(s) => s.token_usage(token_id, day),
         }
     }
 
@@ -237,6 +280,7 @@ impl Store {
     pub fn operation_usage(&self, operation_id: i64, day: i64) -> StoreResult<u64> {
         match self {
             Self::Sqlite(s) => s.operation_usage(operation_id, day),
+            Self::Postgres(s) => s.operation_usage(operation_id, day),
         }
     }
 
@@ -244,6 +288,7 @@ impl Store {
     pub fn save_usage(&self, rows: &[(i64, i64, u64)]) -> StoreResult<()> {
         match self {
             Self::Sqlite(s) => s.save_usage(rows),
+            Self::Postgres(s) => s.save_usage(rows),
         }
     }
 
@@ -251,6 +296,7 @@ impl Store {
     pub fn begin_ingest(&self, operation_id: i64) -> StoreResult<Box<dyn IngestSink + '_>> {
         match self {
             Self::Sqlite(s) => Ok(Box::new(s.begin_ingest(operation_id, Durability::Full)?)),
+            Self::Postgres(s) => Ok(Box::new(s.begin_ingest(operation_id, Durability::Full)?)),
         }
     }
 
@@ -259,6 +305,9 @@ impl Store {
     pub fn begin_synthetic(&self, operation_id: i64) -> StoreResult<Box<dyn IngestSink + '_>> {
         match self {
             Self::Sqlite(s) => Ok(Box::new(
+                s.begin_ingest(operation_id, Durability::Deferred)?,
+            )),
+            Self::Postgres(s) => Ok(Box::new(
                 s.begin_ingest(operation_id, Durability::Deferred)?,
             )),
         }
@@ -272,6 +321,7 @@ impl Store {
     ) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
         match self {
             Self::Sqlite(s) => s.start_report(q),
+            Self::Postgres(s) => s.start_report(q),
         }
     }
 }

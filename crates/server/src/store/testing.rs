@@ -1,0 +1,158 @@
+//! Test support shared by the conformance suite and the end-to-end replica tests: a throwaway
+//! PostgreSQL database per test, created on the server named by `VOXTRAIL_TEST_POSTGRES`
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`) and dropped afterwards.
+//!
+//! When that server is unreachable, [`TestDatabase::create`] says so plainly on stderr (once
+//! per test binary, past the test harness's capture) and returns `None`, so the PostgreSQL part
+//! is skipped — unless `CI=true`, where a missing PostgreSQL is a failure.
+
+use std::io::Write as _;
+use std::str::FromStr;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The server tests use when `VOXTRAIL_TEST_POSTGRES` is not set.
+pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A uniquely named database, dropped (with any sessions left on it) when this is dropped.
+#[derive(Debug)]
+pub struct TestDatabase {
+    admin_url: String,
+    name: String,
+    /// The URL of the new database, for `Store::open` or `--database`.
+    pub url: String,
+}
+
+fn admin_url() -> String {
+    std::env::var("VOXTRAIL_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_ADMIN_URL.to_owned())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Runs `f` on a plain thread: the sync driver must not run inside an async runtime.
+fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f).join().expect("admin thread")
+}
+
+fn admin(url: &str) -> Result<postgres::Client, postgres::Error> {
+    let mut cfg = postgres::Config::from_str(url)?;
+    cfg.connect_timeout(std::time::Duration::from_secs(5));
+    cfg.connect(postgres::NoTls)
+}
+
+impl TestDatabase {
+    /// Creates a fresh database, or `None` (after saying so) when PostgreSQL is unreachable
+    /// outside CI. Panics when `CI=true` and PostgreSQL is unreachable.
+    pub fn create(label: &str) -> Option<Self> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let admin_url = admin_url();
+        let slug: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(24)
+            .collect();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "vt_{slug}_{}_{}_{nanos}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let (url_a, name_a) = (admin_url.clone(), name.clone());
+        let created = off_runtime(move || -> Result<(), postgres::Error> {
+            let mut c = admin(&url_a)?;
+            c.batch_execute(&format!("CREATE DATABASE \"{name_a}\""))
+        });
+        if let Err(e) = created {
+            let e = match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            };
+            if in_ci() {
+                panic!("CI=true but PostgreSQL at {admin_url} is unusable: {e}");
+            }
+            static SAID: Once = Once::new();
+            SAID.call_once(|| {
+                // Straight to the process's stderr: the harness captures only print macros.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\nNOTE: PostgreSQL at {admin_url} is unreachable ({e}): the PostgreSQL part \
+                     of this suite was SKIPPED; only SQLite was tested. Set VOXTRAIL_TEST_POSTGRES \
+                     or start PostgreSQL to run it.\n"
+                );
+            });
+            return None;
+        }
+        let url = rebuild_url(&admin_url, &name);
+        Some(Self {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+/// The admin URL with its database name replaced.
+fn rebuild_url(admin_url: &str, db: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (admin_url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(base.len());
+    let mut url = format!("{}/{db}", &base[..authority_end]);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = off_runtime(move || -> Result<(), postgres::Error> {
+            let mut c = admin(&url)?;
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        });
+        if let Err(e) = dropped {
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: could not drop test database {}: {e}",
+                self.name
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_database_name_is_replaced() {
+        assert_eq!(
+            super::rebuild_url("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            super::rebuild_url("postgres://u:p@h/db?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+        assert_eq!(super::rebuild_url("postgres://h", "x"), "postgres://h/x");
+    }
+}

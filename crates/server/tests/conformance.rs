@@ -1,0 +1,545 @@
+//! One conformance suite, two backends: every store behaviour below is written once and run
+//! against SQLite (always) and PostgreSQL (a fresh database per test on the server named by
+//! `VOXTRAIL_TEST_POSTGRES`, default postgres://postgres@127.0.0.1:5432/postgres, dropped
+//! afterwards). Without a reachable PostgreSQL the PostgreSQL half says plainly on stderr that
+//! it was skipped; with `CI=true` it fails instead.
+
+use std::sync::Arc;
+
+use voxtrail_server::domain::{Interaction, OperationTz, Scope, TokenSecret, WallClock, Window};
+use voxtrail_server::limits::{DailyUsage, Slots};
+use voxtrail_server::store::testing::TestDatabase;
+use voxtrail_server::store::{
+    InsertOutcome, ReportHead, ReportQuery, ReportRefusal, Store, StoreError,
+};
+
+/// A store under test; the store is dropped before its database.
+struct Fixture {
+    store: Store,
+    _db: Option<TestDatabase>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    Fixture {
+        store: Store::open(&url).unwrap(),
+        _db: None,
+        _dir: Some(dir),
+    }
+}
+
+fn postgres(label: &str) -> Option<Fixture> {
+    let db = TestDatabase::create(label)?;
+    let store = Store::open(&db.url).unwrap();
+    Some(Fixture {
+        store,
+        _db: Some(db),
+        _dir: None,
+    })
+}
+
+/// Writes each behaviour's two tests: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { let f = super::sqlite(); super::$name(&f.store, &f); } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() {
+                if let Some(f) = super::postgres(stringify!($name)) { super::$name(&f.store, &f); }
+            } )*
+        }
+    };
+}
+
+conformance!(
+    operations_are_unique_and_listed_in_byte_order,
+    tokens_are_found_by_hash_listed_and_revoked,
+    maintenance_switch_round_trips,
+    usage_is_saved_as_a_maximum_and_summed_per_operation,
+    ingestion_tells_inserted_duplicate_and_conflict,
+    an_uncommitted_ingestion_leaves_nothing,
+    report_is_the_window_in_order_byte_exact,
+    report_refuses_before_streaming,
+    report_reads_one_snapshot_while_ingestion_commits,
+    migrations_are_idempotent,
+    daily_limit_is_exact_under_concurrency,
+    concurrency_slots_are_bounded_and_freed,
+    a_second_store_on_the_same_database_shares_the_limits,
+);
+
+fn tz() -> OperationTz {
+    OperationTz::parse("America/Bogota").unwrap()
+}
+
+fn rec(conn_id: &str, ts: i64, body: &str) -> Interaction {
+    let date = WallClock::from_i64(ts).unwrap();
+    let json = format!(
+        r#"{{"conn_id":"{conn_id}","agent_id":"7","agent_name":"Ána","channel":"email","from":"a@x.co","to":"b@y.co","subject":"s","body":"{body}","date":"{date}","cod_act":"","description_cod_act":""}}"#
+    );
+    Interaction {
+        conn_id: conn_id.to_owned(),
+        date,
+        json: json.into_bytes(),
+    }
+}
+
+fn ingest(store: &Store, op: i64, recs: &[Interaction]) -> Vec<InsertOutcome> {
+    let mut sink = store.begin_ingest(op).unwrap();
+    let out = recs.iter().map(|r| sink.insert(r).unwrap()).collect();
+    sink.commit().unwrap();
+    out
+}
+
+fn window(ini: i64, end: i64) -> Window {
+    Window::parse(&ini.to_string(), &end.to_string(), 31).unwrap()
+}
+
+fn query(op: i64, ini: i64, end: i64) -> ReportQuery {
+    ReportQuery {
+        operation_id: op,
+        window: window(ini, end),
+        max_records: 60_000,
+        max_bytes: 256 << 20,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs a report to the end: its head and the whole body.
+fn report(store: &Store, q: ReportQuery) -> Result<(ReportHead, Vec<u8>), ReportRefusal> {
+    let rt = runtime();
+    let rx = {
+        let _g = rt.enter();
+        store.start_report(q)
+    };
+    let mut stream = rx.blocking_recv().expect("producer answered")?;
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.chunks.blocking_recv() {
+        body.extend_from_slice(&chunk.expect("chunk"));
+    }
+    Ok((stream.head, body))
+}
+
+fn expected_body(rows: &[&Interaction]) -> Vec<u8> {
+    let mut b = voxtrail_wire::report_head(rows.len() as u64).into_bytes();
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(&r.json);
+    }
+    b.extend_from_slice(voxtrail_wire::REPORT_TAIL);
+    b
+}
+
+fn operations_are_unique_and_listed_in_byte_order(s: &Store, _: &Fixture) {
+    let b = s.create_operation("beta", tz(), 3).unwrap();
+    s.create_operation("Zeta", tz(), 10).unwrap();
+    s.create_operation(
+        "alpha",
+        OperationTz::parse("Europe/Madrid").unwrap(),
+        u32::MAX,
+    )
+    .unwrap();
+    assert!(matches!(
+        s.create_operation("beta", tz(), 1),
+        Err(StoreError::OperationExists(n)) if n == "beta"
+    ));
+    let names: Vec<String> = s
+        .list_operations()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ["Zeta", "alpha", "beta"]);
+    assert_eq!(s.operation("beta").unwrap(), b);
+    let a = s.operation("alpha").unwrap();
+    assert_eq!((a.tz.name(), a.licenses), ("Europe/Madrid", u32::MAX));
+    assert!(matches!(
+        s.operation("nope"),
+        Err(StoreError::NoSuchOperation(_))
+    ));
+}
+
+fn tokens_are_found_by_hash_listed_and_revoked(s: &Store, _: &Fixture) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let secret = TokenSecret::generate();
+    let id = s
+        .create_token(op.id, &secret.hash(), Scope::Report, "reports ñ", Some(7))
+        .unwrap();
+    let other = TokenSecret::generate();
+    let id2 = s
+        .create_token(op.id, &other.hash(), Scope::Ingest, "", None)
+        .unwrap();
+    assert_ne!(id, id2);
+    let t = s.token_by_hash(&secret.hash()).unwrap().unwrap();
+    assert_eq!(
+        (t.id, t.scope, t.description.as_str(), t.daily_limit),
+        (id, Scope::Report, "reports ñ", Some(7))
+    );
+    assert_eq!(t.operation, op);
+    assert!(t.revoked_at.is_none());
+    assert!(!t.created_at.is_empty());
+    assert!(
+        s.token_by_hash(&TokenSecret::generate().hash())
+            .unwrap()
+            .is_none()
+    );
+    let listed: Vec<i64> = s.list_tokens().unwrap().iter().map(|t| t.id).collect();
+    assert_eq!(listed, [id, id2]);
+    assert!(s.revoke_token(id).unwrap());
+    assert!(!s.revoke_token(id).unwrap(), "already revoked");
+    assert!(matches!(
+        s.revoke_token(9_999),
+        Err(StoreError::NoSuchToken(9_999))
+    ));
+    assert!(
+        s.token_by_hash(&secret.hash())
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert_eq!(
+        s.token_by_hash(&other.hash()).unwrap().unwrap().daily_limit,
+        None
+    );
+}
+
+fn maintenance_switch_round_trips(s: &Store, _: &Fixture) {
+    assert!(!s.maintenance().unwrap());
+    s.set_maintenance(true).unwrap();
+    assert!(s.maintenance().unwrap());
+    s.set_maintenance(true).unwrap();
+    s.set_maintenance(false).unwrap();
+    assert!(!s.maintenance().unwrap());
+}
+
+fn usage_is_saved_as_a_maximum_and_summed_per_operation(s: &Store, _: &Fixture) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let other = s.create_operation("other", tz(), 10).unwrap();
+    let t1 = s
+        .create_token(
+            op.id,
+            &TokenSecret::generate().hash(),
+            Scope::Report,
+            "",
+            None,
+        )
+        .unwrap();
+    let t2 = s
+        .create_token(
+            op.id,
+            &TokenSecret::generate().hash(),
+            Scope::Report,
+            "",
+            None,
+        )
+        .unwrap();
+    let t3 = s
+        .create_token(
+            other.id,
+            &TokenSecret::generate().hash(),
+            Scope::Report,
+            "",
+            None,
+        )
+        .unwrap();
+    let day = 20_261_001;
+    assert_eq!(s.token_usage(t1, day).unwrap(), 0);
+    s.save_usage(&[(t1, day, 5), (t2, day, 2), (t3, day, 40), (t1, day + 1, 9)])
+        .unwrap();
+    s.save_usage(&[(t1, day, 3)]).unwrap(); // never lowers a count
+    s.save_usage(&[]).unwrap();
+    assert_eq!(s.token_usage(t1, day).unwrap(), 5);
+    assert_eq!(s.token_usage(t1, day + 1).unwrap(), 9);
+    assert_eq!(s.operation_usage(op.id, day).unwrap(), 7);
+    assert_eq!(s.operation_usage(other.id, day).unwrap(), 40);
+    assert_eq!(s.operation_usage(op.id, day - 1).unwrap(), 0);
+}
+
+fn ingestion_tells_inserted_duplicate_and_conflict(s: &Store, _: &Fixture) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let other = s.create_operation("other", tz(), 10).unwrap();
+    let a = rec("c1", 20_261_001_081_500, "hola\\n");
+    let out = ingest(
+        s,
+        op.id,
+        &[a.clone(), rec("c2", 20_261_001_081_500, "x"), a.clone()],
+    );
+    use InsertOutcome::*;
+    assert_eq!(
+        out,
+        [Inserted, Inserted, Duplicate],
+        "duplicate within a batch"
+    );
+    let out = ingest(
+        s,
+        op.id,
+        &[a.clone(), rec("c1", 20_261_001_081_500, "changed")],
+    );
+    assert_eq!(out, [Duplicate, Conflict]);
+    // conn_id is unique per operation only.
+    assert_eq!(ingest(s, other.id, &[a]), [Inserted]);
+    let (head, _) = report(s, query(op.id, 20_261_001_000_000, 20_261_001_235_959)).unwrap();
+    assert_eq!(head.rows, 2);
+}
+
+fn an_uncommitted_ingestion_leaves_nothing(s: &Store, _: &Fixture) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    {
+        let mut sink = s.begin_ingest(op.id).unwrap();
+        assert_eq!(
+            sink.insert(&rec("c1", 20_261_001_081_500, "x")).unwrap(),
+            InsertOutcome::Inserted
+        );
+    } // dropped without commit
+    let mut sink = s.begin_synthetic(op.id).unwrap();
+    assert_eq!(
+        sink.insert(&rec("c1", 20_261_001_081_500, "y")).unwrap(),
+        InsertOutcome::Inserted,
+        "the rolled-back row is gone"
+    );
+    sink.commit().unwrap();
+    let (head, _) = report(s, query(op.id, 20_261_001_000_000, 20_261_001_235_959)).unwrap();
+    assert_eq!(head.rows, 1);
+}
+
+fn report_is_the_window_in_order_byte_exact(s: &Store, _: &Fixture) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let other = s.create_operation("other", tz(), 10).unwrap();
+    let r = [
+        rec("late", 20_261_001_235_959, "ü \\\"q\\\""),
+        rec("b-first-stored", 20_261_001_013_000, "1"),
+        rec("a-second-stored", 20_261_001_013_000, "2"),
+        rec("start", 20_261_001_000_000, "3"),
+        rec("before", 20_260_930_235_959, "4"),
+        rec("after", 20_261_002_000_000, "5"),
+    ];
+    ingest(s, op.id, &r);
+    ingest(s, other.id, &[rec("x", 20_261_001_120_000, "other op")]);
+    let (head, body) = report(s, query(op.id, 20_261_001_000_000, 20_261_001_235_959)).unwrap();
+    // Ordered by wall clock, then by storage order; both bounds inclusive.
+    let want = expected_body(&[&r[3], &r[1], &r[2], &r[0]]);
+    assert_eq!(
+        String::from_utf8(body.clone()).unwrap(),
+        String::from_utf8(want).unwrap()
+    );
+    assert_eq!(head.rows, 4);
+    assert_eq!(head.body_len, body.len() as u64);
+    serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+
+    let (head, body) = report(s, query(op.id, 20_250_101_000_000, 20_250_101_235_959)).unwrap();
+    assert_eq!(body, expected_body(&[]));
+    assert_eq!((head.rows, head.body_len), (0, body.len() as u64));
+
+    let (head, body) = report(s, query(op.id, 20_261_001_013_000, 20_261_001_013_000)).unwrap();
+    assert_eq!(body, expected_body(&[&r[1], &r[2]]));
+    assert_eq!(head.rows, 2);
+}
+
+fn report_refuses_before_streaming(s: &Store, _: &Fixture) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let rows: Vec<Interaction> = (0..5)
+        .map(|i| rec(&format!("c{i}"), 20_261_001_080_000 + i, "body"))
+        .collect();
+    ingest(s, op.id, &rows);
+    let mut q = query(op.id, 20_261_001_000_000, 20_261_001_235_959);
+    let exact = expected_body(&rows.iter().collect::<Vec<_>>()).len() as u64;
+    q.max_records = 4;
+    assert!(matches!(
+        report(s, q),
+        Err(ReportRefusal::TooManyRecords(5))
+    ));
+    q.max_records = 5;
+    q.max_bytes = exact - 1;
+    assert!(matches!(report(s, q), Err(ReportRefusal::TooLarge)));
+    q.max_bytes = exact;
+    assert_eq!(report(s, q).unwrap().0.body_len, exact);
+}
+
+fn report_reads_one_snapshot_while_ingestion_commits(s: &Store, _: &Fixture) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    // ~4 MB: the producer fills the bounded channel and waits for the reader.
+    let big = "x".repeat(2_000);
+    let rows: Vec<Interaction> = (0..2_000)
+        .map(|i| rec(&format!("c{i:05}"), 20_261_001_080_000 + i % 60, &big))
+        .collect();
+    ingest(s, op.id, &rows);
+    let rt = runtime();
+    let rx = {
+        let _g = rt.enter();
+        s.start_report(query(op.id, 20_261_001_000_000, 20_261_001_235_959))
+    };
+    let mut stream = rx.blocking_recv().unwrap().unwrap();
+    assert_eq!(stream.head.rows, 2_000);
+    let mut body = stream.chunks.blocking_recv().unwrap().unwrap().to_vec();
+    // Meanwhile more rows land in the same window, committed.
+    let more: Vec<Interaction> = (0..50)
+        .map(|i| rec(&format!("new{i}"), 20_261_001_080_000, "late"))
+        .collect();
+    let s2 = s.clone();
+    std::thread::spawn(move || ingest(&s2, op.id, &more))
+        .join()
+        .unwrap();
+    while let Some(c) = stream.chunks.blocking_recv() {
+        body.extend_from_slice(&c.unwrap());
+    }
+    assert_eq!(body.len() as u64, stream.head.body_len);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2_000, "msg never lies");
+    let (head, _) = report(s, query(op.id, 20_261_001_000_000, 20_261_001_235_959)).unwrap();
+    assert_eq!(head.rows, 2_050, "the next answer sees the new rows");
+}
+
+fn migrations_are_idempotent(s: &Store, f: &Fixture) {
+    let v = s.migrate().unwrap();
+    assert!(v >= 1);
+    assert_eq!(s.migrate().unwrap(), v);
+    s.create_operation("kept", tz(), 1).unwrap();
+    // Opening the same database again (a second replica) keeps the data and the version.
+    let again = match (&f._db, &f._dir) {
+        (Some(db), _) => Store::open(&db.url).unwrap(),
+        (None, Some(dir)) => {
+            Store::open(&format!("sqlite://{}", dir.path().join("c.db").display())).unwrap()
+        }
+        _ => unreachable!(),
+    };
+    assert_eq!(again.migrate().unwrap(), v);
+    assert_eq!(again.operation("kept").unwrap().licenses, 1);
+}
+
+fn daily_limit_is_exact_under_concurrency(s: &Store, _: &Fixture) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let t = s
+        .create_token(
+            op.id,
+            &TokenSecret::generate().hash(),
+            Scope::Report,
+            "",
+            Some(25),
+        )
+        .unwrap();
+    let usage = DailyUsage::new();
+    let day = 20_261_001;
+    let rt = runtime();
+    let results = rt.block_on(async {
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let (u, st) = (usage.clone(), s.clone());
+                tokio::spawn(async move { u.try_consume(&st, t, day, 25).await.unwrap() })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for task in tasks {
+            out.push(task.await.unwrap());
+        }
+        usage.flush(s).await.unwrap();
+        out
+    });
+    let mut granted: Vec<u64> = results.iter().filter_map(|r| r.ok()).collect();
+    granted.sort_unstable();
+    assert_eq!(granted, (1..=25).collect::<Vec<u64>>());
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 15);
+    assert_eq!(s.token_usage(t, day).unwrap(), 25);
+    assert_eq!(s.operation_usage(op.id, day).unwrap(), 25);
+    // Another day starts from zero.
+    let next = rt.block_on(usage.try_consume(s, t, day + 1, 25)).unwrap();
+    assert_eq!(next, Ok(1));
+    drop(rt);
+}
+
+fn concurrency_slots_are_bounded_and_freed(s: &Store, _: &Fixture) {
+    let slots = Slots::new(2);
+    let rt = runtime();
+    rt.block_on(async {
+        let a = slots.acquire(s, 1).await.unwrap().expect("first");
+        let b = slots.acquire(s, 1).await.unwrap().expect("second");
+        assert!(
+            slots.acquire(s, 1).await.unwrap().is_none(),
+            "third refused"
+        );
+        let c = slots.acquire(s, 2).await.unwrap();
+        assert!(c.is_some(), "tokens are independent");
+        drop(a);
+        assert!(
+            eventually(|| async { slots.acquire(s, 1).await.unwrap() }).await,
+            "a dropped guard frees its slot"
+        );
+        drop((b, c));
+    });
+}
+
+/// True once `f` yields a guard (within 5 s); the guard is dropped at once.
+async fn eventually<F, Fut, G>(mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<G>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if f().await.is_some() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Two stores on one database stand for two replicas: on PostgreSQL they share slots and daily
+/// counts; SQLite supports one serving process, so there only the stored data is shared.
+fn a_second_store_on_the_same_database_shares_the_limits(s: &Store, f: &Fixture) {
+    let Some(db) = &f._db else {
+        return; // SQLite: limits are per process by design (docs/adr/0002)
+    };
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let t = s
+        .create_token(
+            op.id,
+            &TokenSecret::generate().hash(),
+            Scope::Report,
+            "",
+            Some(5),
+        )
+        .unwrap();
+    let other = Store::open(&db.url).unwrap();
+    let (slots_a, slots_b) = (Slots::new(2), Slots::new(2));
+    let (use_a, use_b) = (DailyUsage::new(), DailyUsage::new());
+    let rt = runtime();
+    rt.block_on(async {
+        let a1 = slots_a.acquire(s, t).await.unwrap().expect("A first");
+        let _a2 = slots_a.acquire(s, t).await.unwrap().expect("A second");
+        assert!(
+            slots_b.acquire(&other, t).await.unwrap().is_none(),
+            "B sees A's two slots"
+        );
+        drop(a1);
+        assert!(eventually(|| async { slots_b.acquire(&other, t).await.unwrap() }).await);
+
+        let day = 20_261_001;
+        let mut granted = 0;
+        for i in 0..8 {
+            let (u, st) = if i % 2 == 0 {
+                (&use_a, s)
+            } else {
+                (&use_b, &other)
+            };
+            if u.try_consume(st, t, day, 5).await.unwrap().is_ok() {
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, 5);
+    });
+    drop(rt);
+    drop(other);
+    let _ = Arc::clone(&slots_a);
+}
