@@ -53,7 +53,7 @@ enum Command {
     Import(import::ImportArgs),
     /// Store realistic synthetic interactions (same arguments, same rows).
     Seed(admin::SeedArgs),
-    /// Copy a report (this server or the hosted API) into SQLite, NDJSON or CSV, gap-free.
+    /// Copy a report (this server or the hosted API) into SQLite, PostgreSQL, NDJSON or CSV.
     Pull(Box<pull::PullArgs>),
     /// Switch maintenance mode on or off for every server sharing the database.
     Maintenance {

@@ -434,6 +434,7 @@ async fn pull_through_a_faulty_truncating_fake_copies_everything() {
     .await
     .unwrap();
     assert!(st.success(), "{}", read(&log));
+    assert_eq!(fake.script_left(), 0);
     let want: Copy = rows
         .iter()
         .map(|r| {

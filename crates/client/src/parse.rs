@@ -50,6 +50,16 @@ impl Row {
         self.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// The row as a map of field name to value (the last value wins on a repeated name).
+    ///
+    /// ```
+    /// let row = voxtrail_client::Row::from_pairs([("b", "2"), ("a", "1")]);
+    /// assert_eq!(row.to_map()["a"], "1");
+    /// ```
+    pub fn to_map(&self) -> std::collections::BTreeMap<String, String> {
+        self.fields.iter().cloned().collect()
+    }
+
     /// Number of fields.
     pub fn len(&self) -> usize {
         self.fields.len()

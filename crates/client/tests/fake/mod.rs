@@ -172,6 +172,11 @@ impl Fake {
         self.state.lock().unwrap().script.extend(faults);
     }
 
+    /// Scripted faults not met yet.
+    pub fn script_left(&self) -> usize {
+        self.state.lock().unwrap().script.len()
+    }
+
     pub fn always(&self, fault: Option<Fault>) {
         self.state.lock().unwrap().always = fault;
     }
