@@ -336,10 +336,19 @@ async fn cycles(
                 if stop.load(Ordering::SeqCst) {
                     return Ok(());
                 }
-                let rows = client
-                    .window(&plan.api, w)
-                    .await
-                    .with_context(|| format!("pulling {} window {w}", plan.api))?;
+                let rows = match client.window(&plan.api, w).await {
+                    Ok(rows) => rows,
+                    // Following, a server that stays unreachable through every retry is waited
+                    // for: the next cycle starts again from the checkpoint. Final refusals
+                    // (token, limit) end the run.
+                    Err(e) if plan.follow && !e.is_final() => {
+                        eprintln!("window {w}: {e}; trying again next cycle");
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("pulling {} window {w}", plan.api));
+                    }
+                };
                 let keyed = rows
                     .iter()
                     .map(|r| Ok((plan.key.key(r)?, r)))
@@ -356,7 +365,10 @@ async fn cycles(
                 }
             }
         }
-        if !plan.follow || stop.load(Ordering::SeqCst) || plan.until.is_some_and(|u| u <= now) {
+        let done = plan
+            .until
+            .is_some_and(|u| dest.checkpoint().is_some_and(|c| c >= u));
+        if !plan.follow || stop.load(Ordering::SeqCst) || done {
             return Ok(());
         }
         tokio::select! {
@@ -915,6 +927,19 @@ mod tests {
         assert_eq!(complete_len(b"{\"a\":1}\n{\"a\"", Format::Ndjson), 8);
         assert_eq!(complete_len(b"a,b\n1,\"x\ny\"\n2,\"z\n", Format::Csv), 12);
         assert_eq!(complete_len(b"", Format::Csv), 0);
+    }
+
+    #[test]
+    fn keys_by_field_or_by_hash() {
+        let a = Row::from_pairs([("id", "1"), ("x", "a")]);
+        let b = Row::from_pairs([("id", "1"), ("x", "b")]);
+        let field = KeyRule::Field("id".into());
+        assert_eq!(field.key(&a).unwrap(), "1");
+        assert!(field.key(&Row::from_pairs([("x", "a")])).is_err());
+        let h = KeyRule::Hash;
+        assert_eq!(h.key(&a).unwrap(), h.key(&a.clone()).unwrap());
+        assert_ne!(h.key(&a).unwrap(), h.key(&b).unwrap());
+        assert_eq!(h.key(&a).unwrap().len(), 64);
     }
 
     #[test]

@@ -662,3 +662,59 @@ async fn pull_into_postgres_survives_sigkill_and_is_exact() {
         read(&log)
     );
 }
+
+/// Following, an outage longer than every retry does not end the run: the cycle is tried
+/// again, and once the server is back the copy completes; SIGTERM then exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_waits_out_an_outage() {
+    use fake::{Fake, Fault, Mode, spread};
+    let rows = spread("o", 50, "2026-06-01 00:00:00", 60);
+    let fake = Fake::start(rows.clone(), Mode::default()).await;
+    fake.always(Some(Fault::Status500));
+    let env = Env::new();
+    let out = env.path("copy.ndjson");
+    let log = env.path("pull.log");
+    let into = format!("ndjson:{}", out.display());
+    let args = [
+        "--url",
+        &fake.url(),
+        "--token",
+        "t",
+        "--since",
+        "20260601000000",
+        "--until",
+        "20260602000000",
+        "--follow",
+        "--every",
+        "1s",
+        "--attempts",
+        "2",
+        "--backoff",
+        "1ms",
+        "--timezone",
+        "UTC",
+        "--into",
+        &into,
+    ];
+    let mut child = pull(&args, &log).spawn().unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), async || read(&log)
+            .contains("trying again next cycle"))
+        .await,
+        "{}",
+        read(&log)
+    );
+    assert!(child.try_wait().unwrap().is_none(), "{}", read(&log));
+    fake.always(None);
+    assert!(
+        eventually(Duration::from_secs(30), async || ndjson_copy(&out).len()
+            == 50)
+        .await,
+        "{}",
+        read(&log)
+    );
+    sigterm(&child);
+    let st = wait(&mut child, Duration::from_secs(30));
+    assert!(st.success(), "{}", read(&log));
+    assert_eq!(ndjson_copy(&out).len(), 50);
+}
