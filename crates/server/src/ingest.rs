@@ -457,10 +457,34 @@ pub trait Progress {
 
 impl Progress for () {}
 
+/// Valid records offered to the store at a time (one statement on PostgreSQL).
+const INSERT_BATCH: usize = 500;
+
+/// Offers the pending records to the sink, in order, and tallies their outcomes.
+fn offer(
+    sink: &mut dyn IngestSink,
+    pending: &mut Vec<Interaction>,
+    summary: &mut IngestSummary,
+    conflicts: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let outcomes = sink.insert_batch(pending)?;
+    for (rec, outcome) in pending.drain(..).zip(outcomes) {
+        match outcome {
+            InsertOutcome::Inserted => summary.inserted += 1,
+            InsertOutcome::Duplicate => summary.duplicates += 1,
+            InsertOutcome::Conflict => conflicts.push(rec.conn_id),
+        }
+    }
+    Ok(())
+}
+
 /// Validates and stores every record of `records` into `sink` as one all-or-nothing batch.
 ///
-/// Records are validated and offered to the open transaction as they are read, so memory does
-/// not grow with the input. Once a record is invalid, nothing more is written but reading goes
+/// Records are validated and offered to the open transaction as they are read, a few hundred
+/// at a time, so memory does not grow with the input. Once a record is invalid, nothing more is written but reading goes
 /// on, to list every invalid record; then everything is rolled back. Every conflict is listed
 /// likewise.
 pub fn ingest(
@@ -479,6 +503,7 @@ pub fn ingest(
     let mut listed = Vec::new();
     let mut conflicts = Vec::new();
     let mut count = 0u64;
+    let mut pending: Vec<Interaction> = Vec::with_capacity(INSERT_BATCH);
     for (i, item) in records.enumerate() {
         count += 1;
         if let Some(max) = max_records
@@ -504,15 +529,19 @@ pub fn ingest(
             }
             // After a conflict, records are still offered (and rolled back at the end) so
             // that every conflicting conn_id is named, not only the first.
-            Ok(rec) if invalid_total == 0 => match sink.insert(&rec)? {
-                InsertOutcome::Inserted => summary.inserted += 1,
-                InsertOutcome::Duplicate => summary.duplicates += 1,
-                InsertOutcome::Conflict => conflicts.push(rec.conn_id),
-            },
-            Ok(_) => {}
+            Ok(rec) if invalid_total == 0 => {
+                pending.push(rec);
+                if pending.len() >= INSERT_BATCH {
+                    offer(&mut *sink, &mut pending, &mut summary, &mut conflicts)?;
+                }
+            }
+            Ok(_) => pending.clear(), // nothing more is written once a record is invalid
         }
     }
     progress.records_read(count);
+    if invalid_total == 0 {
+        offer(&mut *sink, &mut pending, &mut summary, &mut conflicts)?;
+    }
     if invalid_total > 0 {
         return Err(IngestError::Invalid {
             total: invalid_total,

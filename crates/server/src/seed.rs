@@ -51,20 +51,25 @@ pub fn run(
             }
         }
     });
-    let mut rows = rx.into_iter().flatten();
+    let mut batches = rx.into_iter();
     let mut done = 0u64;
     while done < spec.count {
         let mut sink = store.begin_synthetic(op.id)?;
         let batch_end = (done + COMMIT_EVERY).min(spec.count);
         while done < batch_end {
-            let Some(rec) = rows.next() else { break };
-            match sink.insert(&rec)? {
-                InsertOutcome::Inserted => summary.inserted += 1,
-                // A conn_id from the same arguments carries the same content, so a "conflict"
-                // here means the operation already holds other data under that id: skip it.
-                InsertOutcome::Duplicate | InsertOutcome::Conflict => summary.duplicates += 1,
+            // Whole handed-over batches: a commit may hold up to HANDOFF_ROWS more rows than
+            // COMMIT_EVERY.
+            let Some(batch) = batches.next() else { break };
+            for outcome in sink.insert_batch(&batch)? {
+                match outcome {
+                    InsertOutcome::Inserted => summary.inserted += 1,
+                    // A conn_id from the same arguments carries the same content, so a
+                    // "conflict" here means the operation already holds other data under that
+                    // id: skip it.
+                    InsertOutcome::Duplicate | InsertOutcome::Conflict => summary.duplicates += 1,
+                }
             }
-            done += 1;
+            done += batch.len() as u64;
         }
         sink.commit()?;
         progress(done);
@@ -72,7 +77,7 @@ pub fn run(
             break; // the generator ended early (it panicked); report what was stored
         }
     }
-    drop(rows);
+    drop(batches);
     if producer.join().is_err() {
         return Err(crate::store::StoreError::Corrupt(
             "the row generator failed".into(),

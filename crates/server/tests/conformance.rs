@@ -68,6 +68,7 @@ conformance!(
     daily_limit_is_exact_under_concurrency,
     concurrency_slots_are_bounded_and_freed,
     a_second_store_on_the_same_database_shares_the_limits,
+    batched_inserts_match_one_by_one_outcomes,
 );
 
 fn tz() -> OperationTz {
@@ -542,4 +543,47 @@ fn a_second_store_on_the_same_database_shares_the_limits(s: &Store, f: &Fixture)
     drop(rt);
     drop(other);
     let _ = Arc::clone(&slots_a);
+}
+
+/// The batched path gives exactly the outcomes of one-by-one inserts: repeats inside the batch,
+/// rows stored before, rows stored earlier in the same transaction.
+fn batched_inserts_match_one_by_one_outcomes(s: &Store, _: &Fixture) {
+    use InsertOutcome::*;
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    ingest(s, op.id, &[rec("old", 20_261_001_080_000, "o")]);
+    let mut sink = s.begin_ingest(op.id).unwrap();
+    assert_eq!(
+        sink.insert(&rec("tx", 20_261_001_080_000, "t")).unwrap(),
+        Inserted
+    );
+    let batch = [
+        rec("n1", 20_261_001_090_000, "a"),
+        rec("old", 20_261_001_080_000, "o"),
+        rec("old", 20_261_001_080_000, "changed"),
+        rec("n1", 20_261_001_090_000, "a"),
+        rec("n1", 20_261_001_090_000, "b"),
+        rec("tx", 20_261_001_080_000, "t"),
+        rec("tx", 20_261_001_080_000, "u"),
+        rec("n0", 20_261_001_070_000, "c"),
+    ];
+    let out = sink.insert_batch(&batch).unwrap();
+    assert_eq!(
+        out,
+        [
+            Inserted, Duplicate, Conflict, Duplicate, Conflict, Duplicate, Conflict, Inserted
+        ]
+    );
+    assert_eq!(sink.insert_batch(&[]).unwrap(), []);
+    sink.commit().unwrap();
+    let (head, body) = report(s, query(op.id, 20_261_001_000_000, 20_261_001_235_959)).unwrap();
+    assert_eq!(head.rows, 4);
+    assert_eq!(
+        body,
+        expected_body(&[
+            &batch[7],
+            &rec("old", 20_261_001_080_000, "o"),
+            &rec("tx", 20_261_001_080_000, "t"),
+            &batch[0]
+        ])
+    );
 }

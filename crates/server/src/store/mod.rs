@@ -94,6 +94,12 @@ pub enum InsertOutcome {
 /// rolls everything back.
 pub trait IngestSink {
     fn insert(&mut self, record: &Interaction) -> StoreResult<InsertOutcome>;
+    /// Offers several records at once; the outcomes, in order, are exactly those that
+    /// `insert` called on each in turn would give. Backends with round trips (PostgreSQL)
+    /// store the whole slice in one statement.
+    fn insert_batch(&mut self, records: &[Interaction]) -> StoreResult<Vec<InsertOutcome>> {
+        records.iter().map(|r| self.insert(r)).collect()
+    }
     fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 

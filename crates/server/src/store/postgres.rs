@@ -812,6 +812,61 @@ impl IngestSink for PgIngest {
         })
     }
 
+    fn insert_batch(&mut self, records: &[Interaction]) -> StoreResult<Vec<InsertOutcome>> {
+        if records.len() < 2 {
+            return records.iter().map(|r| self.insert(r)).collect();
+        }
+        let op = self.operation_id;
+        let conn_ids: Vec<&[u8]> = records.iter().map(|r| r.conn_id.as_bytes()).collect();
+        let ts: Vec<i64> = records.iter().map(|r| r.date.as_i64()).collect();
+        let lens = records
+            .iter()
+            .map(|r| i32::try_from(r.json.len()))
+            .collect::<Result<Vec<i32>, _>>()
+            .map_err(|_| StoreError::Corrupt("record larger than 2 GiB".into()))?;
+        let jsons: Vec<&[u8]> = records.iter().map(|r| r.json.as_slice()).collect();
+        let st = self.conn.prepared(INSERT_BATCH)?;
+        let rows = self
+            .conn
+            .client()
+            .query(&st, &[&op, &conn_ids, &ts, &lens, &jsons])?;
+        if rows.len() != records.len() {
+            return Err(StoreError::Corrupt(format!(
+                "batch insert answered {} rows for {} records",
+                rows.len(),
+                records.len()
+            )));
+        }
+        // First occurrence in this batch of each conn_id the statement inserted.
+        let mut first: HashMap<&[u8], usize> = HashMap::new();
+        let mut out = Vec::with_capacity(records.len());
+        for (i, row) in rows.iter().enumerate() {
+            let new_key: bool = row.try_get(0)?;
+            let same_as_stored: Option<bool> = row.try_get(1)?;
+            let r = &records[i];
+            let outcome = if new_key {
+                match first.get(r.conn_id.as_bytes()) {
+                    None => {
+                        first.insert(r.conn_id.as_bytes(), i);
+                        InsertOutcome::Inserted
+                    }
+                    Some(&j) if records[j].json == r.json => InsertOutcome::Duplicate,
+                    Some(_) => InsertOutcome::Conflict,
+                }
+            } else {
+                match same_as_stored {
+                    Some(true) => InsertOutcome::Duplicate,
+                    Some(false) => InsertOutcome::Conflict,
+                    // Committed by another transaction after this statement's snapshot was
+                    // taken: read it with a fresh one.
+                    None => self.insert(r)?,
+                }
+            };
+            out.push(outcome);
+        }
+        Ok(out)
+    }
+
     fn commit(mut self: Box<Self>) -> StoreResult<()> {
         self.conn.client().batch_execute("COMMIT")?;
         self.open = false;
@@ -826,6 +881,26 @@ impl Drop for PgIngest {
         }
     }
 }
+
+/// Stores a batch in one statement (rows get `seq` in input order) and tells, per input row in
+/// order, whether its conn_id was inserted by this statement and, if not, whether the stored
+/// row is byte-identical. Rows this statement inserted are invisible to its own join, so their
+/// in-batch repeats are compared in Rust.
+const INSERT_BATCH: &str = "
+WITH input AS (
+    SELECT * FROM unnest($2::bytea[], $3::int8[], $4::int4[], $5::bytea[])
+        WITH ORDINALITY AS t(conn_id, local_ts, json_len, json, ord)
+), ins AS (
+    INSERT INTO interactions(operation_id, conn_id, local_ts, json_len, json)
+    SELECT $1, conn_id, local_ts, json_len, json FROM input ORDER BY ord
+    ON CONFLICT (operation_id, conn_id) DO NOTHING
+    RETURNING conn_id
+)
+SELECT n.conn_id IS NOT NULL, s.json = i.json
+  FROM input i
+  LEFT JOIN ins n ON n.conn_id = i.conn_id
+  LEFT JOIN interactions s ON s.operation_id = $1 AND s.conn_id = i.conn_id
+ ORDER BY i.ord";
 
 const TOKEN_SELECT: &str =
     "SELECT t.id, t.scope, t.description, t.daily_limit, t.created_at, t.revoked_at,
