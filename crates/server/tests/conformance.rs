@@ -69,6 +69,7 @@ conformance!(
     concurrency_slots_are_bounded_and_freed,
     a_second_store_on_the_same_database_shares_the_limits,
     batched_inserts_match_one_by_one_outcomes,
+    concurrent_ingestions_of_the_same_rows_store_each_once,
 );
 
 fn tz() -> OperationTz {
@@ -542,7 +543,6 @@ fn a_second_store_on_the_same_database_shares_the_limits(s: &Store, f: &Fixture)
     });
     drop(rt);
     drop(other);
-    let _ = Arc::clone(&slots_a);
 }
 
 /// The batched path gives exactly the outcomes of one-by-one inserts: repeats inside the batch,
@@ -586,4 +586,41 @@ fn batched_inserts_match_one_by_one_outcomes(s: &Store, _: &Fixture) {
             &batch[0]
         ])
     );
+}
+
+/// Two ingestions of the same rows at the same time (two replicas, or two clients retrying):
+/// each row is stored once and every record is told Inserted or Duplicate, never an error.
+fn concurrent_ingestions_of_the_same_rows_store_each_once(s: &Store, _: &Fixture) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let rows: Vec<Interaction> = (0..3_000)
+        .map(|i| rec(&format!("c{i:05}"), 20_261_001_080_000 + i % 60, "same"))
+        .collect();
+    let rows = Arc::new(rows);
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (st, rows) = (s.clone(), rows.clone());
+            std::thread::spawn(move || {
+                let mut sink = st.begin_ingest(op.id).unwrap();
+                let mut out = Vec::new();
+                for chunk in rows.chunks(500) {
+                    out.extend(sink.insert_batch(chunk).unwrap());
+                }
+                sink.commit().unwrap();
+                out
+            })
+        })
+        .collect();
+    let outs: Vec<Vec<InsertOutcome>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert_eq!((outs[0].len(), outs[1].len()), (rows.len(), rows.len()));
+    for (i, (a, b)) in outs[0].iter().zip(&outs[1]).enumerate() {
+        let mut pair = [*a, *b];
+        pair.sort_by_key(|o| *o as u8);
+        assert_eq!(
+            pair,
+            [InsertOutcome::Inserted, InsertOutcome::Duplicate],
+            "row {i}"
+        );
+    }
+    let (head, _) = report(s, query(op.id, 20_261_001_000_000, 20_261_001_235_959)).unwrap();
+    assert_eq!(head.rows, 3_000);
 }

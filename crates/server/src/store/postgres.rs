@@ -788,15 +788,33 @@ pub struct PgIngest {
     open: bool,
 }
 
+/// Two ingestion transactions that wait on each other's conn_ids (one is aborted by
+/// PostgreSQL's deadlock detector) or a serialization failure: the client may simply retry.
+fn retryable(e: postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c)
+            if *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE =>
+        {
+            StoreError::Busy
+        }
+        _ => e.into(),
+    }
+}
+
 impl IngestSink for PgIngest {
     fn insert(&mut self, r: &Interaction) -> StoreResult<InsertOutcome> {
         let len = i32::try_from(r.json.len())
             .map_err(|_| StoreError::Corrupt("record larger than 2 GiB".into()))?;
         let (op, conn_id) = (self.operation_id, r.conn_id.as_bytes());
-        let changed = self.conn.client().execute(
-            &self.insert,
-            &[&op, &conn_id, &r.date.as_i64(), &len, &r.json],
-        )?;
+        let changed = self
+            .conn
+            .client()
+            .execute(
+                &self.insert,
+                &[&op, &conn_id, &r.date.as_i64(), &len, &r.json],
+            )
+            .map_err(retryable)?;
         if changed == 1 {
             return Ok(InsertOutcome::Inserted);
         }
@@ -829,7 +847,8 @@ impl IngestSink for PgIngest {
         let rows = self
             .conn
             .client()
-            .query(&st, &[&op, &conn_ids, &ts, &lens, &jsons])?;
+            .query(&st, &[&op, &conn_ids, &ts, &lens, &jsons])
+            .map_err(retryable)?;
         if rows.len() != records.len() {
             return Err(StoreError::Corrupt(format!(
                 "batch insert answered {} rows for {} records",
@@ -868,7 +887,10 @@ impl IngestSink for PgIngest {
     }
 
     fn commit(mut self: Box<Self>) -> StoreResult<()> {
-        self.conn.client().batch_execute("COMMIT")?;
+        self.conn
+            .client()
+            .batch_execute("COMMIT")
+            .map_err(retryable)?;
         self.open = false;
         Ok(())
     }
