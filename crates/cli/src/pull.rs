@@ -708,32 +708,35 @@ impl FileDest {
             .append(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)
+        // Cut a torn last record (a crash in the middle of a write). The file is streamed,
+        // never held in memory.
+        let total = file.metadata()?.len();
+        let complete = complete_len(&mut file, format)
             .with_context(|| format!("reading {}", path.display()))?;
-        // Cut a torn last record (a crash in the middle of a write).
-        let complete = complete_len(&data, format);
-        if complete < data.len() {
+        if complete < total {
             eprintln!(
                 "{}: cutting a torn last record ({} bytes) left by an interrupted run",
                 path.display(),
-                data.len() - complete
+                total - complete
             );
-            file.set_len(complete as u64)?;
+            file.set_len(complete)?;
             file.sync_all()?;
-            data.truncate(complete);
         }
-        file.seek(std::io::SeekFrom::End(0))?;
-        let (header, rows) = read_rows(&data, format)
-            .with_context(|| format!("reading the rows of {}", path.display()))?;
+        file.seek(std::io::SeekFrom::Start(0))?;
         let mut keys = HashSet::new();
         let mut key_order = Vec::new();
-        for r in &rows {
-            let k = plan.key.key(r)?;
-            if keys.insert(k.clone()) {
-                key_order.push(k);
-            }
-        }
+        let header = for_each_row(
+            std::io::BufReader::new((&file).take(complete)),
+            format,
+            |r| {
+                let k = plan.key.key(&r)?;
+                if keys.insert(k.clone()) {
+                    key_order.push(k);
+                }
+                Ok(())
+            },
+        )
+        .with_context(|| format!("reading the rows of {}", path.display()))?;
         // The state must describe a prefix of the file; if it names rows the file does not
         // hold (the data file was replaced or cut), start over from --since so nothing is lost.
         let mut checkpoint = None;
@@ -762,7 +765,7 @@ impl FileDest {
             path: path.to_owned(),
             state_path,
             format,
-            len: data.len() as u64,
+            len: complete,
             file,
             header,
             keys,
@@ -858,50 +861,62 @@ impl FileDest {
 
 /// Length of the data that ends with a complete record: up to the last newline outside a
 /// quoted CSV field (NDJSON never has a raw newline inside a record).
-fn complete_len(data: &[u8], format: Format) -> usize {
+fn complete_len(data: &mut impl std::io::Read, format: Format) -> std::io::Result<u64> {
     let mut in_quotes = false;
-    let mut end = 0;
-    for (i, &b) in data.iter().enumerate() {
-        match b {
-            b'"' if format == Format::Csv => in_quotes = !in_quotes,
-            b'\n' if !in_quotes => end = i + 1,
-            _ => {}
+    let (mut end, mut at) = (0u64, 0u64);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match data.read(&mut buf) {
+            Ok(0) => return Ok(end),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        for (i, &b) in buf[..n].iter().enumerate() {
+            match b {
+                b'"' if format == Format::Csv => in_quotes = !in_quotes,
+                b'\n' if !in_quotes => end = at + i as u64 + 1,
+                _ => {}
+            }
         }
+        at += n as u64;
     }
-    end
 }
 
-/// The rows already in a data file (and the CSV header).
-fn read_rows(data: &[u8], format: Format) -> anyhow::Result<(Option<Vec<String>>, Vec<Row>)> {
+/// Calls `f` with every row already in a data file, streaming; returns the CSV header.
+fn for_each_row(
+    data: impl std::io::BufRead,
+    format: Format,
+    mut f: impl FnMut(Row) -> anyhow::Result<()>,
+) -> anyhow::Result<Option<Vec<String>>> {
     match format {
         Format::Ndjson => {
-            let mut rows = Vec::new();
-            for (i, line) in data.split(|&b| b == b'\n').enumerate() {
+            for (i, line) in data.split(b'\n').enumerate() {
+                let line = line?;
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let row: Row = serde_json::from_slice(line)
+                let row: Row = serde_json::from_slice(&line)
                     .with_context(|| format!("line {} is not a JSON object", i + 1))?;
-                rows.push(row);
+                f(row)?;
             }
-            Ok((None, rows))
+            Ok(None)
         }
         Format::Csv => {
-            if data.is_empty() {
-                return Ok((None, Vec::new()));
-            }
             let mut r = csv::ReaderBuilder::new()
                 .has_headers(true)
                 .from_reader(data);
             let header: Vec<String> = r.headers()?.iter().map(str::to_owned).collect();
-            let mut rows = Vec::new();
+            if header.is_empty() || header.iter().all(String::is_empty) {
+                return Ok(None);
+            }
             for rec in r.records() {
                 let rec = rec?;
-                rows.push(Row::from_pairs(
+                f(Row::from_pairs(
                     header.iter().map(String::as_str).zip(rec.iter()),
-                ));
+                ))?;
             }
-            Ok((Some(header), rows))
+            Ok(Some(header))
         }
     }
 }
@@ -924,9 +939,10 @@ mod tests {
 
     #[test]
     fn torn_records_are_found() {
-        assert_eq!(complete_len(b"{\"a\":1}\n{\"a\"", Format::Ndjson), 8);
-        assert_eq!(complete_len(b"a,b\n1,\"x\ny\"\n2,\"z\n", Format::Csv), 12);
-        assert_eq!(complete_len(b"", Format::Csv), 0);
+        let len = |d: &[u8], f| complete_len(&mut &d[..], f).unwrap();
+        assert_eq!(len(b"{\"a\":1}\n{\"a\"", Format::Ndjson), 8);
+        assert_eq!(len(b"a,b\n1,\"x\ny\"\n2,\"z\n", Format::Csv), 12);
+        assert_eq!(len(b"", Format::Csv), 0);
     }
 
     #[test]
