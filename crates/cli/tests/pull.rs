@@ -718,3 +718,66 @@ async fn follow_waits_out_an_outage() {
     assert!(st.success(), "{}", read(&log));
     assert_eq!(ndjson_copy(&out).len(), 50);
 }
+
+/// SIGINT while a window is in flight: the window is finished and written, its checkpoint
+/// saved, no further window is started, and the exit code is 0. A restart completes the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_finishes_the_current_window_and_saves_its_checkpoint() {
+    use fake::{Fake, Fault, Mode, spread};
+    use std::sync::atomic::Ordering::SeqCst;
+    // 72 rows, one every hour over three days: three one-day windows.
+    let rows = spread("s", 72, "2026-07-01 00:00:00", 3600);
+    let fake = Fake::start(rows.clone(), Mode::default()).await;
+    fake.always(Some(Fault::Slow(Duration::from_millis(1500))));
+    let env = Env::new();
+    let out = env.path("copy.ndjson");
+    let log = env.path("pull.log");
+    let into = format!("ndjson:{}", out.display());
+    let args = [
+        "--url",
+        &fake.url(),
+        "--token",
+        "t",
+        "--since",
+        "20260701000000",
+        "--until",
+        "20260703235959",
+        "--window",
+        "86399s",
+        "--timezone",
+        "UTC",
+        "--into",
+        &into,
+    ];
+    let mut child = pull(&args, &log).spawn().unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), async || fake.requests.load(SeqCst)
+            >= 1)
+        .await
+    );
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = wait(&mut child, Duration::from_secs(30));
+    assert!(st.success(), "{}", read(&log));
+    let windows = fake.requests.load(SeqCst);
+    assert!(
+        windows < 3,
+        "all windows were pulled after SIGINT: {}",
+        read(&log)
+    );
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(env.path("copy.ndjson.state.json")).unwrap())
+            .unwrap();
+    let ends = ["20260701235959", "20260702235959"];
+    assert_eq!(state["checkpoint"], ends[windows - 1], "{}", read(&log));
+    let copied = ndjson_copy(&out);
+    assert_eq!(copied.len(), 24 * windows);
+    // A restart completes the copy, nothing twice.
+    fake.always(None);
+    let st = pull(&args, &log).status().unwrap();
+    assert!(st.success(), "{}", read(&log));
+    assert_eq!(ndjson_copy(&out).len(), 72);
+}
