@@ -200,3 +200,41 @@ fn concurrent_migrations_do_not_race() {
     env.operation("acme", "America/Bogota");
     assert!(env.ok(&["operation", "list"]).contains("acme"));
 }
+
+/// Two clients of one token, each sending its next request as soon as the previous answer
+/// ends, alternating replicas: never more than 2 in flight, so never a 403 — a finished
+/// answer's slot is free in the database before its last byte reaches the client.
+#[tokio::test(flavor = "multi_thread")]
+async fn back_to_back_requests_never_find_their_own_slot_held() {
+    let Some((env, _db)) = pg_env("back_to_back") else {
+        return;
+    };
+    env.operation("acme", "America/Bogota");
+    env.import_ndjson(
+        "acme",
+        &format!("{}\n", record("r1", "2026-10-01 08:00:00")),
+    );
+    let token = env.token("acme", "report", None);
+    let a = env.serve(None);
+    let b = env.serve(None);
+    let urls = [
+        a.report_url("20261001000000", "20261001235959"),
+        b.url("/api/v2/information.php?api=token_info"),
+        b.report_url("20261001000000", "20261001235959"),
+        a.url("/api/v2/information.php?api=token_info"),
+    ];
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let (urls, token) = (urls.clone(), token.clone());
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let (status, body) = get(&urls[(i + c) % urls.len()], &token).await;
+                    assert_eq!(status, 200, "client {c} request {i}: {body}");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+}

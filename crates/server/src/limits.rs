@@ -98,6 +98,21 @@ impl Slots {
     }
 }
 
+impl SlotGuard {
+    /// Frees the slot now. In memory that is done on return; in the database the returned
+    /// handle completes once the unlock is done, so awaiting it before the last byte of an
+    /// answer goes out means a client's next request never finds its own previous slot held.
+    pub fn release(self) -> Option<tokio::task::JoinHandle<()>> {
+        match self._held {
+            Held::Memory(m) => {
+                drop(m);
+                None
+            }
+            Held::Database(pg) => Some(pg.release()),
+        }
+    }
+}
+
 impl Drop for MemorySlot {
     fn drop(&mut self) {
         let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());

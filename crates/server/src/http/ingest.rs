@@ -14,7 +14,7 @@ use futures_util::StreamExt as _;
 use super::AppState;
 use super::error::ApiError;
 use super::observe::LogFields;
-use super::report::admit;
+use super::report::{admit, release};
 use crate::domain::Scope;
 use crate::ingest::{self, Format, IngestError};
 
@@ -66,7 +66,7 @@ pub async fn interactions(
     )
     .await?;
     let format = format_of(&headers).ok_or(ApiError::UnsupportedMediaType)?;
-    let _slot = st
+    let slot = st
         .slots
         .acquire(&st.store, token.id)
         .await?
@@ -105,6 +105,7 @@ pub async fn interactions(
             ))
         })
         .await?;
+    release(slot).await;
     let summary = match outcome {
         Ok(s) => s,
         Err(IngestError::Invalid { total, listed }) => {

@@ -1,6 +1,7 @@
 //! `GET /api/v2/reports_manager.php` (report `chat_12`) and `GET /api/v2/information.php`
 //! (`token_info`), with the checks of SPEC §3 in their contractual order.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -95,6 +96,13 @@ async fn take_slot_and_use(st: &AppState, token: &Token) -> Result<(SlotGuard, u
 
 const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
 
+/// Frees a slot before the answer goes out, waiting for the database where it lives there.
+pub(super) async fn release(slot: SlotGuard) {
+    if let Some(handle) = slot.release() {
+        let _ = handle.await;
+    }
+}
+
 #[tracing::instrument(name = "report", skip_all)]
 pub async fn report(
     State(st): State<AppState>,
@@ -165,7 +173,9 @@ pub async fn report(
     }
     let body = Body::from_stream(SlotBody {
         chunks: stream.chunks,
-        _slot: slot,
+        slot: Some(slot),
+        remaining: stream.head.body_len,
+        releasing: None,
     });
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
@@ -182,16 +192,43 @@ pub async fn report(
 }
 
 /// The report body: chunks from the producer, with the concurrency slot held until the stream
-/// ends or is dropped (client gone) — not when the handler returns.
+/// ends or is dropped (client gone) — not when the handler returns. When the last chunk is
+/// ready the slot is released first (and, on PostgreSQL, the unlock awaited), then the chunk
+/// is handed on: a client that sends its next request on receiving the last byte never finds
+/// its own previous slot still held.
 struct SlotBody {
     chunks: mpsc::Receiver<StoreResult<Bytes>>,
-    _slot: SlotGuard,
+    slot: Option<SlotGuard>,
+    /// Body bytes not yet handed on.
+    remaining: u64,
+    /// The last chunk, waiting for the slot's release to complete.
+    releasing: Option<(tokio::task::JoinHandle<()>, Bytes)>,
 }
 
 impl Stream for SlotBody {
     type Item = StoreResult<Bytes>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.chunks.poll_recv(cx)
+        let this = &mut *self;
+        if let Some((release, _)) = this.releasing.as_mut() {
+            // A failed unlock task still freed the slot (its connection is closed).
+            let _ = std::task::ready!(Pin::new(release).poll(cx));
+            let (_, last) = this.releasing.take().expect("checked above");
+            return Poll::Ready(Some(Ok(last)));
+        }
+        let item = std::task::ready!(this.chunks.poll_recv(cx));
+        if let Some(Ok(chunk)) = &item {
+            this.remaining = this.remaining.saturating_sub(chunk.len() as u64);
+            if this.remaining == 0
+                && let Some(handle) = this.slot.take().and_then(SlotGuard::release)
+            {
+                let Some(Ok(chunk)) = item else {
+                    unreachable!("matched above")
+                };
+                this.releasing = Some((handle, chunk));
+                return self.poll_next(cx);
+            }
+        }
+        Poll::Ready(item)
     }
 }
 
@@ -209,7 +246,7 @@ pub async fn token_info(
         Some("token_info") => {}
         Some(_) => return Err(ApiError::ApiDoesNotExist),
     }
-    let (_slot, used) = take_slot_and_use(&st, &token).await?;
+    let (slot, used) = take_slot_and_use(&st, &token).await?;
     // Persist pending counts so the operation-wide figure includes every token's uses.
     st.usage.flush(&st.store).await?;
     let day = WallClock::now_in(token.operation.tz).day();
@@ -226,6 +263,7 @@ pub async fn token_info(
         all_token_today: all.max(used).to_string(),
         available_consumption_options: limit.saturating_sub(used).to_string(),
     };
+    release(slot).await;
     let body = voxtrail_wire::ok_body("1 records were found", &[row]);
     let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     resp.extensions_mut().insert(LogFields {

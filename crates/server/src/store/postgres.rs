@@ -609,25 +609,36 @@ impl std::fmt::Debug for PgSlot {
     }
 }
 
+impl PgSlot {
+    /// Unlocks on a blocking thread; the handle completes once every replica sees the slot
+    /// free. Needs a Tokio runtime.
+    pub fn release(mut self) -> tokio::task::JoinHandle<()> {
+        let conn = self.conn.take();
+        tokio::task::spawn_blocking(move || unlock(conn))
+    }
+}
+
+fn unlock(conn: Option<Conn>) {
+    if let Some(mut conn) = conn
+        && conn
+            .client()
+            .batch_execute("SELECT pg_advisory_unlock_all()")
+            .is_err()
+    {
+        conn.discard(); // closing the session frees its locks
+    }
+}
+
 impl Drop for PgSlot {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(conn) = self.conn.take() else {
             return;
-        };
-        let mut release = move || {
-            if conn
-                .client()
-                .batch_execute("SELECT pg_advisory_unlock_all()")
-                .is_err()
-            {
-                conn.discard();
-            }
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
-                h.spawn_blocking(release);
+                h.spawn_blocking(move || unlock(Some(conn)));
             }
-            Err(_) => release(),
+            Err(_) => unlock(Some(conn)),
         }
     }
 }
