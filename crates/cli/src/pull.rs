@@ -508,24 +508,37 @@ impl PgDest {
         let (source, report) = (&self.source, &self.report);
         let written = off_runtime(|| -> anyhow::Result<u64> {
             let mut tx = client.transaction()?;
-            // xmax = 0 only on a freshly inserted tuple: counts new rows, not updates.
+            // One statement per 1,000 rows; a key twice in one statement would be an error
+            // (ON CONFLICT cannot touch a row twice), so the last occurrence wins. xmax = 0
+            // only on a freshly inserted tuple: counts new rows, not updates.
             let ins = tx.prepare(
                 "INSERT INTO pulled_rows (source, report, conn_id, date, row)
-                 VALUES ($1, $2, $3, $4, $5)
+                 SELECT $1, $2, k, d, r FROM unnest($3::text[], $4::text[], $5::text[]) AS t (k, d, r)
                  ON CONFLICT (source, report, conn_id) DO UPDATE
-                   SET row = excluded.row, date = excluded.date,
-                       pulled_at = now()
+                   SET row = excluded.row, date = excluded.date, pulled_at = now()
                    WHERE pulled_rows.row IS DISTINCT FROM excluded.row
                  RETURNING (xmax = 0)",
             )?;
+            let mut last: std::collections::HashMap<&str, usize> = Default::default();
+            for (i, (key, _)) in rows.iter().enumerate() {
+                last.insert(key.as_str(), i);
+            }
+            let unique: Vec<&(String, &Row)> = rows
+                .iter()
+                .enumerate()
+                .filter(|(i, (k, _))| last[k.as_str()] == *i)
+                .map(|(_, r)| r)
+                .collect();
             let mut written = 0;
-            for (key, row) in rows {
-                let date = row.get("date").unwrap_or_default();
-                let json = row.to_json();
-                if let Some(r) = tx.query_opt(&ins, &[source, report, key, &date, &json])?
-                    && r.get::<_, bool>(0)
-                {
-                    written += 1;
+            for chunk in unique.chunks(1000) {
+                let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+                let dates: Vec<&str> = chunk
+                    .iter()
+                    .map(|(_, r)| r.get("date").unwrap_or_default())
+                    .collect();
+                let json: Vec<String> = chunk.iter().map(|(_, r)| r.to_json()).collect();
+                for r in tx.query(&ins, &[source, report, &keys, &dates, &json])? {
+                    written += u64::from(r.get::<_, bool>(0));
                 }
             }
             tx.execute(
