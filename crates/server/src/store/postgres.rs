@@ -33,8 +33,8 @@ use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash
 const CHUNK_BYTES: usize = 128 * 1024;
 /// Chunks buffered between the reader thread and the socket.
 const CHUNKS_IN_FLIGHT: usize = 4;
-/// Rows fetched from the report portal per round trip (~2.5 KB each: ~640 KB per batch).
-const FETCH_ROWS: i32 = 256;
+/// Rows fetched from the report portal per round trip (~2.5 KB each: ~2.5 MB per batch).
+const FETCH_ROWS: i32 = 1024;
 /// Default connections per pool (queries; slot locks have a pool of the same size).
 const DEFAULT_POOL_SIZE: usize = 16;
 /// How long a caller waits for a free pooled connection before "busy, try again".
@@ -504,15 +504,30 @@ impl PgStore {
             return Ok(None);
         }
         let limit = limit.min(i64::MAX as u64) as i64;
-        let mut conn = self.conn()?;
-        let st = conn.prepared(
-            "INSERT INTO token_usage(token_id, day, used) VALUES ($1, $2, 1)
+        // One simple-query round trip, one implicit transaction that does not wait for the WAL
+        // flush: a crash of PostgreSQL itself may forget the last fraction of a second of uses
+        // (ADR 0002 accepts a second); a replica's crash forgets nothing. Integers only are
+        // formatted into the text.
+        let sql = format!(
+            "SET LOCAL synchronous_commit TO off;
+             INSERT INTO token_usage(token_id, day, used) VALUES ({token_id}, {day}, 1)
              ON CONFLICT (token_id, day) DO UPDATE SET used = token_usage.used + 1
-             WHERE token_usage.used < $3
-             RETURNING used",
-        )?;
-        let row = conn.client().query_opt(&st, &[&token_id, &day, &limit])?;
-        Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
+             WHERE token_usage.used < {limit}
+             RETURNING used"
+        );
+        let mut conn = self.conn()?;
+        for msg in conn.client().simple_query(&sql)? {
+            if let postgres::SimpleQueryMessage::Row(row) = msg {
+                let used = row
+                    .get(0)
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("token_usage.used is not a number".into())
+                    })?;
+                return Ok(Some(used.max(0) as u64));
+            }
+        }
+        Ok(None)
     }
 
     /// Takes one of `max` concurrency slots of a token for as long as the returned guard lives:
@@ -695,12 +710,118 @@ fn describe(config: &postgres::Config) -> String {
     )
 }
 
-/// Count and size, then the rows through a portal, all in one REPEATABLE READ snapshot.
+/// A poll-sized answer (at most this many rows and bytes) comes whole from one statement.
+const SMALL_ROWS: i64 = 256;
+const SMALL_BYTES: i64 = 4 << 20;
+
+/// Count, size and — when the answer is poll-sized — the rows, from one statement (one
+/// snapshot, one round trip); otherwise only count and size.
+const SMALL_REPORT: &str = "
+WITH c AS (
+    SELECT COUNT(*) AS n, COALESCE(SUM(json_len), 0)::BIGINT AS b FROM interactions
+     WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3
+)
+SELECT c.n, c.b, r.json FROM c
+  LEFT JOIN LATERAL (
+    SELECT json, local_ts, seq FROM interactions
+     WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3 AND c.n <= $4 AND c.b <= $5
+  ) r ON true
+ ORDER BY r.local_ts, r.seq";
+
+/// The head and exact body length of an answer, or why it is refused.
+fn plan(rows: u64, json_bytes: u64, q: &ReportQuery) -> Result<(String, u64), ReportRefusal> {
+    if rows > q.max_records {
+        return Err(ReportRefusal::TooManyRecords(rows));
+    }
+    let head = voxtrail_wire::report_head(rows);
+    let body_len = head.len() as u64
+        + json_bytes
+        + rows.saturating_sub(1)
+        + voxtrail_wire::REPORT_TAIL.len() as u64;
+    if body_len > q.max_bytes {
+        return Err(ReportRefusal::TooLarge);
+    }
+    Ok((head, body_len))
+}
+
+/// A poll-sized answer in one round trip, or `Ok(false)` when the window is larger.
+fn small_report(
+    conn: &mut Conn,
+    q: &ReportQuery,
+    ready: &mut Option<oneshot::Sender<Result<ReportStream, ReportRefusal>>>,
+) -> StoreResult<bool> {
+    let st = conn.prepared(SMALL_REPORT)?;
+    let (ini, end) = (q.window.ini.as_i64(), q.window.end.as_i64());
+    let got = conn.client().query(
+        &st,
+        &[&q.operation_id, &ini, &end, &SMALL_ROWS, &SMALL_BYTES],
+    )?;
+    let Some(first) = got.first() else {
+        return Ok(false);
+    };
+    let (n, b): (i64, i64) = (first.try_get(0)?, first.try_get(1)?);
+    if n > SMALL_ROWS || b > SMALL_BYTES {
+        return Ok(false);
+    }
+    let (rows, json_bytes) = (n.max(0) as u64, b.max(0) as u64);
+    let sender = ready.take().expect("sent once");
+    let (head, body_len) = match plan(rows, json_bytes, q) {
+        Ok(p) => p,
+        Err(refusal) => {
+            let _ = sender.send(Err(refusal));
+            return Ok(true);
+        }
+    };
+    let mut body = Vec::with_capacity(body_len as usize);
+    body.extend_from_slice(head.as_bytes());
+    let mut sent = 0u64;
+    for row in &got {
+        let Some(json) = row.try_get::<_, Option<&[u8]>>(2)? else {
+            continue;
+        };
+        if sent > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(json);
+        sent += 1;
+    }
+    body.extend_from_slice(voxtrail_wire::REPORT_TAIL);
+    if sent != rows || body.len() as u64 != body_len {
+        let _ = sender.send(Err(StoreError::Corrupt(format!(
+            "counted {rows} rows but read {sent}"
+        ))
+        .into()));
+        return Ok(true);
+    }
+    let (tx_chunks, rx) = mpsc::channel(1);
+    let stream = ReportStream {
+        head: ReportHead { rows, body_len },
+        chunks: rx,
+    };
+    let _ = tx_chunks.try_send(Ok(Bytes::from(body)));
+    let _ = sender.send(Ok(stream));
+    Ok(true)
+}
+
+/// Count and size, then the rows through a portal, all in one REPEATABLE READ snapshot — or a
+/// poll-sized answer from one statement.
 fn produce_report(
     conn: &mut Conn,
     q: ReportQuery,
     ready: oneshot::Sender<Result<ReportStream, ReportRefusal>>,
 ) -> StoreResult<()> {
+    let mut ready = Some(ready);
+    match small_report(conn, &q, &mut ready) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(e) => {
+            if let Some(r) = ready.take() {
+                let _ = r.send(Err(e.into()));
+            }
+            return Ok(());
+        }
+    }
+    let ready = ready.expect("not sent when the answer is not small");
     let count_st = conn.prepared(
         "SELECT COUNT(*), COALESCE(SUM(json_len), 0)::BIGINT FROM interactions
          WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3",
@@ -728,19 +849,13 @@ fn produce_report(
             return Ok(());
         }
     };
-    if rows > q.max_records {
-        let _ = ready.send(Err(ReportRefusal::TooManyRecords(rows)));
-        return Ok(());
-    }
-    let head = voxtrail_wire::report_head(rows);
-    let body_len = head.len() as u64
-        + json_bytes
-        + rows.saturating_sub(1)
-        + voxtrail_wire::REPORT_TAIL.len() as u64;
-    if body_len > q.max_bytes {
-        let _ = ready.send(Err(ReportRefusal::TooLarge));
-        return Ok(());
-    }
+    let (head, body_len) = match plan(rows, json_bytes, &q) {
+        Ok(p) => p,
+        Err(refusal) => {
+            let _ = ready.send(Err(refusal));
+            return Ok(());
+        }
+    };
     let (tx_chunks, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let stream = ReportStream {
         head: ReportHead { rows, body_len },
