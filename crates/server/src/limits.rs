@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::store::{PgSlot, Store, StoreResult};
+use crate::store::{PgSlot, SlotAndUse, Store, StoreResult};
 
 /// Concurrency slots per token.
 #[derive(Debug)]
@@ -123,6 +123,55 @@ impl Drop for MemorySlot {
             }
         }
     }
+}
+
+/// Why [`admit`] refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// All concurrency slots of the token are held.
+    Simultaneous,
+    /// The daily limit is used up.
+    DailyLimit,
+}
+
+/// Both per-token checks of an admitted request, in the contract's order: a concurrency slot,
+/// then one use against the daily limit (counted only when a slot was free). On PostgreSQL the
+/// two are one round trip.
+pub async fn admit(
+    slots: &Arc<Slots>,
+    usage: &DailyUsage,
+    store: &Store,
+    token: i64,
+    day: i64,
+    limit: u64,
+) -> StoreResult<Result<(SlotGuard, u64), Refused>> {
+    if let Store::Postgres(pg) = store {
+        let (pg, max) = (pg.clone(), slots.max);
+        let found = store
+            .blocking(move |_| pg.take_slot_and_use(token, max, day, limit))
+            .await?;
+        return Ok(match found {
+            SlotAndUse::NoSlot => Err(Refused::Simultaneous),
+            SlotAndUse::LimitExceeded(slot) => {
+                // Freed before the refusal is answered, like a finished answer's slot.
+                let _ = slot.release().await;
+                Err(Refused::DailyLimit)
+            }
+            SlotAndUse::Admitted(slot, used) => Ok((
+                SlotGuard {
+                    _held: Held::Database(Box::new(slot)),
+                },
+                used,
+            )),
+        });
+    }
+    let Some(slot) = slots.acquire(store, token).await? else {
+        return Ok(Err(Refused::Simultaneous));
+    };
+    Ok(match usage.try_consume(store, token, day, limit).await? {
+        Ok(used) => Ok((slot, used)),
+        Err(LimitExceeded) => Err(Refused::DailyLimit),
+    })
 }
 
 #[derive(Debug, Clone, Copy)]

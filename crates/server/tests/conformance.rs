@@ -70,6 +70,7 @@ conformance!(
     a_second_store_on_the_same_database_shares_the_limits,
     batched_inserts_match_one_by_one_outcomes,
     concurrent_ingestions_of_the_same_rows_store_each_once,
+    admission_takes_a_slot_then_counts_one_use,
 );
 
 fn tz() -> OperationTz {
@@ -623,4 +624,53 @@ fn concurrent_ingestions_of_the_same_rows_store_each_once(s: &Store, _: &Fixture
     }
     let (head, _) = report(s, query(op.id, 20_261_001_000_000, 20_261_001_235_959)).unwrap();
     assert_eq!(head.rows, 3_000);
+}
+
+/// `limits::admit`, as the report and token_info handlers use it: a slot first, then one use
+/// counted only when a slot was free; a refusal for the daily limit holds no slot afterwards.
+fn admission_takes_a_slot_then_counts_one_use(s: &Store, _: &Fixture) {
+    use voxtrail_server::limits::{Refused, admit};
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let t = s
+        .create_token(
+            op.id,
+            &TokenSecret::generate().hash(),
+            Scope::Report,
+            "",
+            Some(3),
+        )
+        .unwrap();
+    let (slots, usage, day) = (Slots::new(2), DailyUsage::new(), 20_261_001);
+    let rt = runtime();
+    rt.block_on(async {
+        let (g1, n1) = admit(&slots, &usage, s, t, day, 3).await.unwrap().unwrap();
+        let (g2, n2) = admit(&slots, &usage, s, t, day, 3).await.unwrap().unwrap();
+        assert_eq!((n1, n2), (1, 2));
+        assert_eq!(
+            admit(&slots, &usage, s, t, day, 3).await.unwrap().err(),
+            Some(Refused::Simultaneous),
+            "no slot: not counted"
+        );
+        drop(g1);
+        let mut third = None;
+        for _ in 0..500 {
+            if let Ok(got) = admit(&slots, &usage, s, t, day, 3).await.unwrap() {
+                third = Some(got);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let (g3, n3) = third.expect("a slot frees up");
+        assert_eq!(n3, 3);
+        drop((g2, g3));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        for _ in 0..5 {
+            assert_eq!(
+                admit(&slots, &usage, s, t, day, 3).await.unwrap().err(),
+                Some(Refused::DailyLimit)
+            );
+        }
+        usage.flush(s).await.unwrap();
+    });
+    assert_eq!(s.token_usage(t, day).unwrap(), 3);
 }

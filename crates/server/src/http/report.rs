@@ -19,7 +19,7 @@ use super::observe::LogFields;
 use crate::auth::AuthFailure;
 use crate::config::EmptyWindow;
 use crate::domain::{Scope, Token, WallClock, Window, WindowError};
-use crate::limits::SlotGuard;
+use crate::limits::{Refused, SlotGuard};
 use crate::store::{ReportQuery, ReportRefusal, StoreResult};
 
 /// The query parameters the report reads. A repeated parameter: the last one wins, as in PHP.
@@ -79,19 +79,13 @@ pub(super) async fn admit(
 
 /// Takes a concurrency slot, then counts one use against the daily limit.
 async fn take_slot_and_use(st: &AppState, token: &Token) -> Result<(SlotGuard, u64), ApiError> {
-    let slot = st
-        .slots
-        .acquire(&st.store, token.id)
-        .await?
-        .ok_or(ApiError::TooManySimultaneous(st.slots.max()))?;
     let day = WallClock::now_in(token.operation.tz).day();
     let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
-    let used = st
-        .usage
-        .try_consume(&st.store, token.id, day, limit)
-        .await?
-        .map_err(|_| ApiError::TokenLimitExceeded)?;
-    Ok((slot, used))
+    match crate::limits::admit(&st.slots, &st.usage, &st.store, token.id, day, limit).await? {
+        Ok(admitted) => Ok(admitted),
+        Err(Refused::Simultaneous) => Err(ApiError::TooManySimultaneous(st.slots.max())),
+        Err(Refused::DailyLimit) => Err(ApiError::TokenLimitExceeded),
+    }
 }
 
 const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];

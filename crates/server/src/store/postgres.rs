@@ -295,11 +295,19 @@ impl PgStore {
         }
         config.connect_timeout(Duration::from_secs(10));
         let display = describe(&config);
+        // Lock connections only take slots and count uses: their commits need not wait for the
+        // WAL flush (docs/adr/0003-limits-in-postgres.md).
+        let mut lock_config = config.clone();
+        let options = match config.get_options() {
+            Some(o) => format!("{o} -c synchronous_commit=off"),
+            None => "-c synchronous_commit=off".to_owned(),
+        };
+        lock_config.options(&options);
         let store = Self {
             inner: Arc::new(Inner {
                 display,
                 pool: Pool::new(config.clone(), size),
-                locks: Pool::new(config, size),
+                locks: Pool::new(lock_config, size),
             }),
         };
         store.migrate()?;
@@ -530,6 +538,61 @@ impl PgStore {
         Ok(None)
     }
 
+    /// Both limits of an admitted request in one round trip on the lock connection: takes one
+    /// of `max` slots, and only if one was free counts a use against `limit`.
+    pub fn take_slot_and_use(
+        &self,
+        token_id: i64,
+        max: u32,
+        day: i64,
+        limit: u64,
+    ) -> StoreResult<SlotAndUse> {
+        if limit == 0 {
+            return Ok(match self.take_slot(token_id, max)? {
+                Some(slot) => SlotAndUse::LimitExceeded(slot),
+                None => SlotAndUse::NoSlot,
+            });
+        }
+        let key = i32::try_from(token_id)
+            .map_err(|_| StoreError::Corrupt(format!("token id {token_id} exceeds int4")))?;
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        let limit = limit.min(i64::MAX as u64) as i64;
+        let mut conn = self.inner.locks.get()?;
+        // `slot` is referenced twice, so it is evaluated once; the insert runs only when it
+        // yields a row. Lock connections commit without waiting for the WAL flush (ADR 0003).
+        let st = conn.prepared(
+            "WITH slot AS (
+                 SELECT k FROM generate_series(0, $2 - 1) AS k
+                  WHERE pg_try_advisory_lock($1, k) LIMIT 1
+             ), counted AS (
+                 INSERT INTO token_usage(token_id, day, used) SELECT $3, $4, 1 FROM slot
+                 ON CONFLICT (token_id, day) DO UPDATE SET used = token_usage.used + 1
+                 WHERE token_usage.used < $5
+                 RETURNING used
+             )
+             SELECT (SELECT k FROM slot), (SELECT used FROM counted)",
+        )?;
+        let row = match conn
+            .client()
+            .query_one(&st, &[&key, &max, &token_id, &day, &limit])
+        {
+            Ok(r) => r,
+            Err(e) => {
+                conn.discard();
+                return Err(e.into());
+            }
+        };
+        let slot: Option<i32> = row.try_get(0)?;
+        let used: Option<i64> = row.try_get(1)?;
+        Ok(match (slot, used) {
+            (None, _) => SlotAndUse::NoSlot,
+            (Some(_), None) => SlotAndUse::LimitExceeded(PgSlot { conn: Some(conn) }),
+            (Some(_), Some(n)) => {
+                SlotAndUse::Admitted(PgSlot { conn: Some(conn) }, n.max(0) as u64)
+            }
+        })
+    }
+
     /// Takes one of `max` concurrency slots of a token for as long as the returned guard lives:
     /// a session advisory lock `(token_id, k)` on a connection the guard holds.
     pub fn take_slot(&self, token_id: i64, max: u32) -> StoreResult<Option<PgSlot>> {
@@ -609,6 +672,17 @@ impl PgStore {
         });
         ready_rx
     }
+}
+
+/// What [`PgStore::take_slot_and_use`] found.
+#[derive(Debug)]
+pub enum SlotAndUse {
+    /// Every slot of the token is held.
+    NoSlot,
+    /// A slot was free but the daily limit is used up (the slot is freed when this drops).
+    LimitExceeded(PgSlot),
+    /// Admitted: the held slot and the uses today, this one included.
+    Admitted(PgSlot, u64),
 }
 
 /// A held concurrency slot: a pooled connection whose session owns one advisory lock. Dropping
