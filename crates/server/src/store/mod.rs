@@ -5,6 +5,7 @@
 //! embedded SQLite (`sqlite.rs`, one process) and PostgreSQL (`postgres.rs`, several replicas
 //! behind one database). The store knows SQL and the domain types; it knows nothing of HTTP.
 
+mod body;
 pub mod postgres;
 pub mod sqlite;
 pub mod testing;

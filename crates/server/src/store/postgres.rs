@@ -18,21 +18,17 @@ use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel, NoTls, Statement};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use super::body::BodyWriter;
 use super::{
-    Durability, IngestSink, InsertOutcome, ReportHead, ReportQuery, ReportRefusal, ReportStream,
-    StoreError, StoreResult,
+    Durability, IngestSink, InsertOutcome, ReportQuery, ReportRefusal, ReportStream, StoreError,
+    StoreResult,
 };
 use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash};
 
-/// Bytes per chunk sent to the HTTP body (as on SQLite).
-const CHUNK_BYTES: usize = 128 * 1024;
-/// Chunks buffered between the reader thread and the socket.
-const CHUNKS_IN_FLIGHT: usize = 4;
 /// Rows fetched from the report portal per round trip (~2.5 KB each: ~2.5 MB per batch).
 const FETCH_ROWS: i32 = 1024;
 /// Default connections per pool (queries; slot locks have a pool of the same size).
@@ -802,22 +798,6 @@ SELECT c.n, c.b, r.json FROM c
   ) r ON true
  ORDER BY r.local_ts, r.seq";
 
-/// The head and exact body length of an answer, or why it is refused.
-fn plan(rows: u64, json_bytes: u64, q: &ReportQuery) -> Result<(String, u64), ReportRefusal> {
-    if rows > q.max_records {
-        return Err(ReportRefusal::TooManyRecords(rows));
-    }
-    let head = voxtrail_wire::report_head(rows);
-    let body_len = head.len() as u64
-        + json_bytes
-        + rows.saturating_sub(1)
-        + voxtrail_wire::REPORT_TAIL.len() as u64;
-    if body_len > q.max_bytes {
-        return Err(ReportRefusal::TooLarge);
-    }
-    Ok((head, body_len))
-}
-
 /// A poll-sized answer in one round trip, or `Ok(false)` when the window is larger.
 fn small_report(
     conn: &mut Conn,
@@ -839,41 +819,18 @@ fn small_report(
     }
     let (rows, json_bytes) = (n.max(0) as u64, b.max(0) as u64);
     let sender = ready.take().expect("sent once");
-    let (head, body_len) = match plan(rows, json_bytes, q) {
-        Ok(p) => p,
-        Err(refusal) => {
-            let _ = sender.send(Err(refusal));
-            return Ok(true);
-        }
-    };
-    let mut body = Vec::with_capacity(body_len as usize);
-    body.extend_from_slice(head.as_bytes());
-    let mut sent = 0u64;
-    for row in &got {
-        let Some(json) = row.try_get::<_, Option<&[u8]>>(2)? else {
-            continue;
-        };
-        if sent > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(json);
-        sent += 1;
-    }
-    body.extend_from_slice(voxtrail_wire::REPORT_TAIL);
-    if sent != rows || body.len() as u64 != body_len {
-        let _ = sender.send(Err(StoreError::Corrupt(format!(
-            "counted {rows} rows but read {sent}"
-        ))
-        .into()));
+    let Some(mut body) = BodyWriter::start(sender, q, rows, json_bytes) else {
         return Ok(true);
-    }
-    let (tx_chunks, rx) = mpsc::channel(1);
-    let stream = ReportStream {
-        head: ReportHead { rows, body_len },
-        chunks: rx,
     };
-    let _ = tx_chunks.try_send(Ok(Bytes::from(body)));
-    let _ = sender.send(Ok(stream));
+    for row in &got {
+        // The one row of an empty window carries the count and a NULL json.
+        if let Some(json) = row.try_get::<_, Option<&[u8]>>(2)?
+            && !body.push(json)
+        {
+            return Ok(true); // client gone
+        }
+    }
+    body.finish();
     Ok(true)
 }
 
@@ -923,59 +880,28 @@ fn produce_report(
             return Ok(());
         }
     };
-    let (head, body_len) = match plan(rows, json_bytes, &q) {
-        Ok(p) => p,
-        Err(refusal) => {
-            let _ = ready.send(Err(refusal));
-            return Ok(());
-        }
+    let Some(mut body) = BodyWriter::start(ready, &q, rows, json_bytes) else {
+        return Ok(()); // refused, or nobody waits any more
     };
-    let (tx_chunks, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let stream = ReportStream {
-        head: ReportHead { rows, body_len },
-        chunks: rx,
-    };
-    if ready.send(Ok(stream)).is_err() {
-        return Ok(()); // timed out or client gone before the answer could start
-    }
-    let mut buf = Vec::with_capacity(CHUNK_BYTES + 64 * 1024);
-    buf.extend_from_slice(head.as_bytes());
-    let mut sent = 0u64;
     if rows > 0 {
         let portal = tx.bind(&rows_st, &[&q.operation_id, &ini, &end])?;
-        'fetch: while sent < rows {
+        'fetch: while body.wants_more() {
             let batch = tx.query_portal(&portal, FETCH_ROWS)?;
             if batch.is_empty() {
                 break;
             }
             for row in &batch {
-                if sent == rows {
+                if !body.wants_more() {
                     break 'fetch;
                 }
-                if sent > 0 {
-                    buf.push(b',');
-                }
-                buf.extend_from_slice(row.try_get::<_, &[u8]>(0)?);
-                sent += 1;
-                if buf.len() >= CHUNK_BYTES {
-                    let full =
-                        std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES + 64 * 1024));
-                    if tx_chunks.blocking_send(Ok(Bytes::from(full))).is_err() {
-                        return Ok(()); // client gone; the transaction rolls back
-                    }
+                if !body.push(row.try_get::<_, &[u8]>(0)?) {
+                    return Ok(()); // client gone; the transaction rolls back
                 }
             }
         }
     }
     tx.commit()?;
-    if sent != rows {
-        let _ = tx_chunks.blocking_send(Err(StoreError::Corrupt(format!(
-            "counted {rows} rows but read {sent}"
-        ))));
-        return Ok(());
-    }
-    buf.extend_from_slice(voxtrail_wire::REPORT_TAIL);
-    let _ = tx_chunks.blocking_send(Ok(Bytes::from(buf)));
+    body.finish();
     Ok(())
 }
 

@@ -8,21 +8,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use super::body::{BodyWriter, Ready};
 use super::{
-    Durability, IngestSink, InsertOutcome, ReportHead, ReportQuery, ReportRefusal, ReportStream,
-    StoreError, StoreResult,
+    Durability, IngestSink, InsertOutcome, ReportQuery, ReportRefusal, ReportStream, StoreError,
+    StoreResult,
 };
 use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash};
 
-/// Bytes per chunk sent to the HTTP body: large enough to amortise channel and syscall costs,
-/// small enough that a few in flight keep memory flat.
-const CHUNK_BYTES: usize = 128 * 1024;
-/// Chunks buffered between the reader thread and the socket.
-const CHUNKS_IN_FLIGHT: usize = 4;
 /// Page cache of the write connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 65_536;
 /// Page size of new databases.
@@ -429,11 +424,7 @@ impl Drop for Reader {
 
 /// Reads count and size, then the rows, all inside one read transaction (one snapshot), so
 /// `msg` always equals the rows sent even while ingestion commits meanwhile.
-fn produce_report(
-    conn: &Connection,
-    q: ReportQuery,
-    ready: oneshot::Sender<Result<ReportStream, ReportRefusal>>,
-) -> StoreResult<()> {
+fn produce_report(conn: &Connection, q: ReportQuery, ready: Ready) -> StoreResult<()> {
     conn.execute_batch("BEGIN")?;
     let result = produce_in_tx(conn, q, ready);
     // Ends the snapshot whatever happened; a read transaction has nothing to lose.
@@ -441,11 +432,7 @@ fn produce_report(
     result
 }
 
-fn produce_in_tx(
-    conn: &Connection,
-    q: ReportQuery,
-    ready: oneshot::Sender<Result<ReportStream, ReportRefusal>>,
-) -> StoreResult<()> {
+fn produce_in_tx(conn: &Connection, q: ReportQuery, ready: Ready) -> StoreResult<()> {
     let (ini, end) = (q.window.ini.as_i64(), q.window.end.as_i64());
     let counted = conn
         .prepare_cached(
@@ -464,64 +451,26 @@ fn produce_in_tx(
             return Ok(());
         }
     };
-    if rows > q.max_records {
-        let _ = ready.send(Err(ReportRefusal::TooManyRecords(rows)));
+    let Some(mut body) = BodyWriter::start(ready, &q, rows, json_bytes) else {
         return Ok(());
-    }
-    let head = voxtrail_wire::report_head(rows);
-    let body_len = head.len() as u64
-        + json_bytes
-        + rows.saturating_sub(1)
-        + voxtrail_wire::REPORT_TAIL.len() as u64;
-    if body_len > q.max_bytes {
-        let _ = ready.send(Err(ReportRefusal::TooLarge));
-        return Ok(());
-    }
-    let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let stream = ReportStream {
-        head: ReportHead { rows, body_len },
-        chunks: rx,
     };
-    if ready.send(Ok(stream)).is_err() {
-        // The request timed out or the client left before the answer could start.
-        return Ok(());
-    }
-    let mut buf = Vec::with_capacity(CHUNK_BYTES + 64 * 1024);
-    buf.extend_from_slice(head.as_bytes());
     let mut st = conn.prepare_cached(
         "SELECT json FROM interactions
          WHERE operation_id = ?1 AND local_ts BETWEEN ?2 AND ?3
          ORDER BY local_ts, seq",
     )?;
     let mut cursor = st.query(params![q.operation_id, ini, end])?;
-    let mut sent = 0u64;
-    while sent < rows {
+    while body.wants_more() {
         let Some(row) = cursor.next()? else { break };
-        if sent > 0 {
-            buf.push(b',');
-        }
-        buf.extend_from_slice(
-            row.get_ref(0)?
-                .as_bytes()
-                .map_err(|e| StoreError::Corrupt(format!("stored row: {e}")))?,
-        );
-        sent += 1;
-        if buf.len() >= CHUNK_BYTES {
-            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES + 64 * 1024));
-            if tx.blocking_send(Ok(Bytes::from(full))).is_err() {
-                return Ok(()); // client gone
-            }
+        let json = row
+            .get_ref(0)?
+            .as_bytes()
+            .map_err(|e| StoreError::Corrupt(format!("stored row: {e}")))?;
+        if !body.push(json) {
+            return Ok(()); // client gone
         }
     }
-    if sent != rows {
-        // Cannot happen inside one snapshot; never send a body whose msg lies.
-        let _ = tx.blocking_send(Err(StoreError::Corrupt(format!(
-            "counted {rows} rows but read {sent}"
-        ))));
-        return Ok(());
-    }
-    buf.extend_from_slice(voxtrail_wire::REPORT_TAIL);
-    let _ = tx.blocking_send(Ok(Bytes::from(buf)));
+    body.finish();
     Ok(())
 }
 

@@ -1,0 +1,97 @@
+//! The report body, the same for every backend: the refusal rules decided from count and size
+//! before the first byte, then the stored row objects joined by commas between the envelope's
+//! head and tail, sent in chunks through a small bounded channel.
+//!
+//! A backend only counts, sums and reads rows (in one snapshot); this module owns the bytes.
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ReportHead, ReportQuery, ReportRefusal, ReportStream, StoreError, StoreResult};
+
+/// Bytes per chunk sent to the HTTP body: large enough to amortise channel and syscall costs,
+/// small enough that a few in flight keep memory flat.
+const CHUNK_BYTES: usize = 128 * 1024;
+/// Chunks buffered between the reading thread and the socket.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Where a report's head (or refusal) is sent once count and size are known.
+pub(crate) type Ready = oneshot::Sender<Result<ReportStream, ReportRefusal>>;
+
+/// Writes one report body from rows read on a blocking thread.
+pub(crate) struct BodyWriter {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<StoreResult<Bytes>>,
+    rows: u64,
+    sent: u64,
+}
+
+impl BodyWriter {
+    /// Applies the record and size limits to the counted window, then answers `ready` with the
+    /// stream or the refusal. `None` when refused, or when nobody waits any more (the request
+    /// timed out or the client left): the caller then stops reading.
+    pub(crate) fn start(ready: Ready, q: &ReportQuery, rows: u64, json_bytes: u64) -> Option<Self> {
+        if rows > q.max_records {
+            let _ = ready.send(Err(ReportRefusal::TooManyRecords(rows)));
+            return None;
+        }
+        let head = voxtrail_wire::report_head(rows);
+        let body_len = head.len() as u64
+            + json_bytes
+            + rows.saturating_sub(1)
+            + voxtrail_wire::REPORT_TAIL.len() as u64;
+        if body_len > q.max_bytes {
+            let _ = ready.send(Err(ReportRefusal::TooLarge));
+            return None;
+        }
+        let (tx, chunks) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let stream = ReportStream {
+            head: ReportHead { rows, body_len },
+            chunks,
+        };
+        ready.send(Ok(stream)).ok()?;
+        let cap = (body_len as usize).min(CHUNK_BYTES) + 64 * 1024;
+        let mut buf = Vec::with_capacity(cap);
+        buf.extend_from_slice(head.as_bytes());
+        Some(Self {
+            buf,
+            tx,
+            rows,
+            sent: 0,
+        })
+    }
+
+    /// Whether the body still lacks rows: a reader stops once every counted row is written.
+    pub(crate) fn wants_more(&self) -> bool {
+        self.sent < self.rows
+    }
+
+    /// Appends one stored row object. `false` when the client has gone: stop reading.
+    pub(crate) fn push(&mut self, json: &[u8]) -> bool {
+        if self.sent > 0 {
+            self.buf.push(b',');
+        }
+        self.buf.extend_from_slice(json);
+        self.sent += 1;
+        if self.buf.len() < CHUNK_BYTES {
+            return true;
+        }
+        let next = Vec::with_capacity(CHUNK_BYTES + 64 * 1024);
+        let full = std::mem::replace(&mut self.buf, next);
+        self.tx.blocking_send(Ok(Bytes::from(full))).is_ok()
+    }
+
+    /// Ends the body with the envelope's tail — or, if fewer rows were read than counted (which
+    /// one snapshot rules out), with an error that cuts the answer: a body whose `msg` lies is
+    /// never completed.
+    pub(crate) fn finish(mut self) {
+        if self.sent != self.rows {
+            let e =
+                StoreError::Corrupt(format!("counted {} rows but read {}", self.rows, self.sent));
+            let _ = self.tx.blocking_send(Err(e));
+            return;
+        }
+        self.buf.extend_from_slice(voxtrail_wire::REPORT_TAIL);
+        let _ = self.tx.blocking_send(Ok(Bytes::from(self.buf)));
+    }
+}
