@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "voxtrail", version, about)]
 struct Cli {
-    /// Database URL: sqlite://PATH (default sqlite://voxtrail.db).
+    /// Database URL: sqlite://PATH (default sqlite://voxtrail.db) or postgres://USER@HOST/DB.
     #[arg(long, global = true, env = "VOXTRAIL_DATABASE_URL")]
     database: Option<String>,
     #[command(subcommand)]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Where `serve` listens.
     pub listen: SocketAddr,
-    /// `sqlite://PATH` (default) or, later, `postgres://…`.
+    /// `sqlite://PATH` (default) or `postgres://USER@HOST/DB` (several replicas; docs/operations.md).
     pub database: String,
     pub limits: Limits,
     pub compat: Compat,
