@@ -50,7 +50,10 @@ impl BodyWriter {
             chunks,
         };
         ready.send(Ok(stream)).ok()?;
-        let cap = (body_len as usize).min(CHUNK_BYTES) + 64 * 1024;
+        // A poll-sized answer gets exactly its size (no slack to fragment the allocator);
+        // a larger one a chunk plus room for the row that crosses the chunk's end.
+        let whole = usize::try_from(body_len).unwrap_or(usize::MAX);
+        let cap = whole.min(CHUNK_BYTES + 64 * 1024);
         let mut buf = Vec::with_capacity(cap);
         buf.extend_from_slice(head.as_bytes());
         Some(Self {

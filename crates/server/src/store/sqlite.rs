@@ -18,6 +18,10 @@ use super::{
 };
 use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash};
 
+/// Page cache of each read connection, in KiB. Small on purpose: the operating system's page
+/// cache holds the data, and under 32 concurrent polls 4 MiB per reader made the server's RSS
+/// ~200 MB; the index's interior pages fit in 1 MiB.
+const READER_CACHE_KIB: i64 = 1_024;
 /// Page cache of the write connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 65_536;
 /// Page size of new databases.
@@ -90,7 +94,7 @@ fn configure(conn: &Connection, write: bool) -> rusqlite::Result<()> {
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     } else {
         // Small per-reader cache: the OS page cache holds the data; RSS stays flat.
-        conn.pragma_update(None, "cache_size", -4_096)?;
+        conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     }
     Ok(())
 }
