@@ -122,46 +122,9 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts a server process and waits for its listening line; its stdout is drained.
     pub fn spawn(cmd: &mut Command) -> Self {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning voxtrail serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let log_w = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = log_w.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("voxtrail listening on http://")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.to_owned());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start: {}", log.lock().unwrap());
-            }
-        };
-        Self {
-            child,
-            addr,
-            stderr: log,
-        }
+        spawn_with_stdout(cmd).0
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
