@@ -180,7 +180,7 @@ pub fn run(database: &str, args: ImportArgs) -> anyhow::Result<()> {
         unit: "records",
     };
     let sink = store.begin_ingest(op.id)?;
-    let result = ingest::ingest(chained, op.tz, None, usize::MAX, sink, &mut progress);
+    let result = ingest::ingest(chained, op.tz, None, sink, &mut progress);
     let locate = |index: u64| -> String {
         let starts = starts.borrow();
         let file = starts.iter().rposition(|&s| s <= index).unwrap_or(0);
@@ -414,7 +414,7 @@ fn run_mail(database: &str, format: MailFormat, args: ImportArgs) -> anyhow::Res
         unit: "messages",
     };
     let sink = store.begin_ingest(op.id)?;
-    let result = ingest::ingest(records, tz, None, usize::MAX, sink, &mut progress);
+    let result = ingest::ingest(records, tz, None, sink, &mut progress);
     let skipped = skipped.get();
     match result {
         Ok(summary) => {

@@ -491,7 +491,6 @@ pub fn ingest(
     records: RecordIter<'_>,
     tz: OperationTz,
     max_records: Option<usize>,
-    max_listed: usize,
     mut sink: Box<dyn IngestSink + '_>,
     progress: &mut dyn Progress,
 ) -> Result<IngestSummary, IngestError> {
@@ -524,8 +523,7 @@ pub fn ingest(
         match parsed {
             Err(errs) => {
                 invalid_total += 1;
-                let room = max_listed.saturating_sub(listed.len());
-                listed.extend(errs.into_iter().take(room));
+                listed.extend(errs);
             }
             // After a conflict, records are still offered (and rolled back at the end) so
             // that every conflicting conn_id is named, not only the first.

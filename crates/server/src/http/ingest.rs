@@ -99,7 +99,6 @@ pub async fn interactions(
                 records,
                 op.tz,
                 Some(max_records),
-                usize::MAX,
                 sink,
                 &mut (),
             ))
