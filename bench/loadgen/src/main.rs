@@ -7,6 +7,11 @@
 //! Only loopback addresses are accepted; the run stops by itself after warm-up + duration
 //! (requests still running then get a grace period, then are abandoned).
 //!
+//! With `--pg-url`, the same windows are asked of PostgreSQL directly instead (the report's own
+//! row query, binary results, one connection per "connection"): the database's ceiling for the
+//! same work, as a baseline for voxtrail's PostgreSQL backend (bench/pg.sh). `--addr` is then
+//! ignored and the operations of the tokens file are looked up by name.
+//!
 //! Prints a human summary on stderr and one JSON object on stdout.
 
 use std::collections::BTreeMap;
@@ -28,6 +33,7 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::net::TcpStream;
+use tokio_stream::Stream as _;
 
 const TS_FORMAT: &str = "%Y%m%d%H%M%S";
 /// A request that takes longer than this counts as an error (and its connection is replaced).
@@ -80,10 +86,16 @@ struct Args {
     /// Label echoed in the output.
     #[arg(long, default_value = "")]
     label: String,
+    /// Query this PostgreSQL database directly instead of the HTTP server (a 127.0.0.1 URL).
+    #[arg(long)]
+    pg_url: Option<String>,
 }
 
 struct Token {
     header: HeaderValue,
+    /// The operation's name, then (with `--pg-url`) its id.
+    operation: String,
+    operation_id: std::sync::atomic::AtomicI64,
     in_use: AtomicU32,
 }
 
@@ -108,6 +120,8 @@ impl Pool {
             };
             by_op.entry(op.to_owned()).or_default().push(Token {
                 header: HeaderValue::from_str(tok).context("token is not a valid header value")?,
+                operation: op.to_owned(),
+                operation_id: std::sync::atomic::AtomicI64::new(0),
                 in_use: AtomicU32::new(0),
             });
         }
@@ -258,25 +272,78 @@ async fn one_request(
     Ok(bytes)
 }
 
+/// What one "connection" talks to: the HTTP server, or PostgreSQL directly.
+enum Target {
+    Http(Option<Sender>),
+    Pg(Option<(tokio_postgres::Client, tokio_postgres::Statement)>),
+}
+
+/// The report's own row query (crates/server/src/store/postgres.rs).
+const PG_ROWS: &str = "SELECT json FROM interactions
+ WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3 ORDER BY local_ts, seq";
+
+async fn pg_connect(
+    url: &str,
+) -> anyhow::Result<(tokio_postgres::Client, tokio_postgres::Statement)> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let st = client.prepare(PG_ROWS).await?;
+    Ok((client, st))
+}
+
+/// Bytes of the rows of one window, straight from PostgreSQL, streamed as they arrive (as the
+/// server reads them).
+async fn pg_request(
+    client: &tokio_postgres::Client,
+    st: &tokio_postgres::Statement,
+    op: i64,
+    ini: i64,
+    end: i64,
+) -> Result<u64, String> {
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&op, &ini, &end];
+    let rows = client
+        .query_raw(st, params)
+        .await
+        .map_err(|e| format!("transport: {e}"))?;
+    let mut rows = std::pin::pin!(rows);
+    let mut bytes = 0u64;
+    while let Some(r) = std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await {
+        let r = r.map_err(|e| format!("body: {e}"))?;
+        let json: &[u8] = r.try_get(0).map_err(|e| format!("body: {e}"))?;
+        bytes += json.len() as u64 + 1;
+    }
+    Ok(bytes)
+}
+
 async fn connection(sh: Arc<Shared>, id: usize) -> Tally {
+    let mut target = match &sh.args.pg_url {
+        Some(_) => Target::Pg(None),
+        None => Target::Http(None),
+    };
     let mut rng =
         SmallRng::seed_from_u64(sh.args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ id as u64);
     let host =
         HeaderValue::from_str(&sh.args.addr.to_string()).expect("an address is a valid header");
     let mut tally = Tally::default();
-    let mut sender: Option<Sender> = None;
     while !sh.stop.load(Ordering::Relaxed) {
-        let s = match sender.as_mut() {
-            Some(s) => s,
-            None => match connect(sh.args.addr).await {
-                Ok(s) => sender.insert(s),
-                Err(e) => {
-                    tally.error(format!("connect: {e}"));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let connected = match &mut target {
+            Target::Http(s @ None) => connect(sh.args.addr).await.map(|c| {
+                *s = Some(c);
+            }),
+            Target::Pg(s @ None) => pg_connect(sh.args.pg_url.as_deref().unwrap_or_default())
+                .await
+                .map(|c| {
+                    *s = Some(c);
+                }),
+            _ => Ok(()),
         };
+        if let Err(e) = connected {
+            tally.error(format!("connect: {e}"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
         let Some(token) = sh.pool.try_acquire(&mut rng) else {
             tokio::task::yield_now().await;
             continue;
@@ -284,15 +351,32 @@ async fn connection(sh: Arc<Shared>, id: usize) -> Tally {
         let off = rng.random_range(0..=(sh.span_secs - sh.args.window_secs).max(0));
         let ini = sh.from + chrono::Duration::seconds(off);
         let end = ini + chrono::Duration::seconds(sh.args.window_secs - 1);
-        let uri = format!(
-            "{}?api=chat_12&date_ini={}&date_end={}",
-            sh.args.path,
-            ini.format(TS_FORMAT),
-            end.format(TS_FORMAT)
-        );
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(REQUEST_TIMEOUT, one_request(s, &host, &uri, &token.header)).await;
+        let request = async {
+            match &mut target {
+                Target::Http(Some(s)) => {
+                    let uri = format!(
+                        "{}?api=chat_12&date_ini={}&date_end={}",
+                        sh.args.path,
+                        ini.format(TS_FORMAT),
+                        end.format(TS_FORMAT)
+                    );
+                    one_request(s, &host, &uri, &token.header).await
+                }
+                Target::Pg(Some((client, st))) => {
+                    let ts = |t: NaiveDateTime| {
+                        t.format(TS_FORMAT)
+                            .to_string()
+                            .parse::<i64>()
+                            .unwrap_or_default()
+                    };
+                    let op = token.operation_id.load(Ordering::Relaxed);
+                    pg_request(client, st, op, ts(ini), ts(end)).await
+                }
+                _ => Err("transport: not connected".to_owned()),
+            }
+        };
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, request).await;
         let done = Instant::now();
         token.in_use.fetch_sub(1, Ordering::AcqRel);
         let counted = done >= sh.measure_from && done <= sh.measure_to;
@@ -307,14 +391,14 @@ async fn connection(sh: Arc<Shared>, id: usize) -> Tally {
             }
             Ok(Err(kind)) => {
                 if kind.starts_with("transport") || kind.starts_with("body") {
-                    sender = None;
+                    target.disconnect();
                 }
                 if counted {
                     tally.error(kind);
                 }
             }
             Err(_) => {
-                sender = None;
+                target.disconnect();
                 if counted {
                     tally.error("timeout");
                 }
@@ -322,6 +406,15 @@ async fn connection(sh: Arc<Shared>, id: usize) -> Tally {
         }
     }
     tally
+}
+
+impl Target {
+    fn disconnect(&mut self) {
+        match self {
+            Self::Http(s) => *s = None,
+            Self::Pg(s) => *s = None,
+        }
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -362,7 +455,37 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
+    if let Some(url) = &args.pg_url {
+        let config: tokio_postgres::Config = url.parse().context("--pg-url")?;
+        let local = config.get_hosts().iter().all(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            tokio_postgres::config::Host::Unix(_) => true,
+        });
+        ensure!(local, "--pg-url must name a loopback host");
+        runtime.block_on(resolve_operations(url, &pool))?;
+    }
     runtime.block_on(run(args, pool, from, (to - from).num_seconds()))
+}
+
+/// Fills in each token's operation id from the operations table.
+async fn resolve_operations(url: &str, pool: &Pool) -> anyhow::Result<()> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    for t in pool.ops.iter().flatten() {
+        let row = client
+            .query_one("SELECT id FROM operations WHERE name = $1", &[&t.operation])
+            .await
+            .with_context(|| format!("operation {:?}", t.operation))?;
+        t.operation_id.store(row.get(0), Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 async fn run(args: Args, pool: Pool, from: NaiveDateTime, span_secs: i64) -> anyhow::Result<()> {

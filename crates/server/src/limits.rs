@@ -81,8 +81,8 @@ impl Slots {
     ) -> StoreResult<Option<SlotGuard>> {
         match store {
             Store::Postgres(pg) => {
-                let (pg, max) = (pg.clone(), self.max);
-                let slot = store.blocking(move |_| pg.take_slot(token, max)).await?;
+                let max = self.max;
+                let slot = pg.take_slot(token, max).await?;
                 Ok(slot.map(|s| SlotGuard {
                     _held: Held::Database(Box::new(s)),
                 }))
@@ -146,10 +146,7 @@ pub async fn admit(
     limit: u64,
 ) -> StoreResult<Result<(SlotGuard, u64), Refused>> {
     if let Store::Postgres(pg) = store {
-        let (pg, max) = (pg.clone(), slots.max);
-        let found = store
-            .blocking(move |_| pg.take_slot_and_use(token, max, day, limit))
-            .await?;
+        let found = pg.take_slot_and_use(token, slots.max, day, limit).await?;
         return Ok(match found {
             SlotAndUse::NoSlot => Err(Refused::Simultaneous),
             SlotAndUse::LimitExceeded(slot) => {
@@ -209,10 +206,7 @@ impl DailyUsage {
     ) -> StoreResult<Result<u64, LimitExceeded>> {
         if let Store::Postgres(pg) = store {
             // One atomic statement: every replica sees the same count.
-            let pg = pg.clone();
-            let used = store
-                .blocking(move |_| pg.consume_daily(token, day, limit))
-                .await?;
+            let used = pg.consume_daily(token, day, limit).await?;
             return Ok(used.ok_or(LimitExceeded));
         }
         let known = self.lock().contains_key(&(token, day));

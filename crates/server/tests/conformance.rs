@@ -63,6 +63,7 @@ conformance!(
     an_uncommitted_ingestion_leaves_nothing,
     report_is_the_window_in_order_byte_exact,
     report_refuses_before_streaming,
+    report_is_exact_around_the_poll_sized_path,
     report_reads_one_snapshot_while_ingestion_commits,
     migrations_are_idempotent,
     daily_limit_is_exact_under_concurrency,
@@ -348,6 +349,47 @@ fn report_is_the_window_in_order_byte_exact(s: &Store, _: &Fixture) {
     let (head, body) = report(s, query(op.id, 20_261_001_013_000, 20_261_001_013_000)).unwrap();
     assert_eq!(body, expected_body(&[&r[1], &r[2]]));
     assert_eq!(head.rows, 2);
+}
+
+/// Backends may answer small windows by another path than large ones (PostgreSQL reads at most
+/// 257 rows or ~4 MiB in one statement, then falls back to count-then-stream): the bodies must
+/// be the same either side of both thresholds.
+fn report_is_exact_around_the_poll_sized_path(s: &Store, _: &Fixture) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    // 258 rows, one per second from 00:00:00; windows ending at row 255, 256 and 257.
+    let rows: Vec<Interaction> = (0..258)
+        .map(|i| {
+            rec(
+                &format!("r{i:03}"),
+                20_261_001_000_000 + (i / 60) * 100 + i % 60,
+                "b",
+            )
+        })
+        .collect();
+    ingest(s, op.id, &rows);
+    for n in [255usize, 256, 257, 258] {
+        let last = rows[n - 1].date.as_i64();
+        let (head, body) = report(s, query(op.id, 20_261_001_000_000, last)).unwrap();
+        let want: Vec<&Interaction> = rows[..n].iter().collect();
+        assert_eq!(head.rows, n as u64, "{n} rows");
+        assert_eq!(body, expected_body(&want), "{n} rows");
+    }
+    // Few rows, many bytes: 3 rows of 1.5 MiB each cross the 4 MiB bound of the small path.
+    let big = "x".repeat(1_536 * 1_024);
+    let heavy: Vec<Interaction> = (0..3)
+        .map(|i| rec(&format!("h{i}"), 20_261_002_000_000 + i, &big))
+        .collect();
+    ingest(s, op.id, &heavy);
+    for n in 1..=3usize {
+        let last = heavy[n - 1].date.as_i64();
+        let (head, body) = report(s, query(op.id, 20_261_002_000_000, last)).unwrap();
+        assert_eq!(head.rows, n as u64);
+        assert_eq!(head.body_len, body.len() as u64);
+        assert!(
+            body == expected_body(&heavy[..n].iter().collect::<Vec<_>>()),
+            "{n} heavy rows"
+        );
+    }
 }
 
 fn report_refuses_before_streaming(s: &Store, _: &Fixture) {

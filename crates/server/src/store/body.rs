@@ -18,7 +18,7 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// Where a report's head (or refusal) is sent once count and size are known.
 pub(crate) type Ready = oneshot::Sender<Result<ReportStream, ReportRefusal>>;
 
-/// Writes one report body from rows read on a blocking thread.
+/// Writes one report body from rows read on a blocking thread or an async task.
 pub(crate) struct BodyWriter {
     buf: Vec<u8>,
     tx: mpsc::Sender<StoreResult<Bytes>>,
@@ -69,32 +69,59 @@ impl BodyWriter {
         self.sent < self.rows
     }
 
-    /// Appends one stored row object. `false` when the client has gone: stop reading.
-    pub(crate) fn push(&mut self, json: &[u8]) -> bool {
+    /// Appends one stored row object; a full chunk, when there is one, is returned for sending.
+    fn append(&mut self, json: &[u8]) -> Option<Bytes> {
         if self.sent > 0 {
             self.buf.push(b',');
         }
         self.buf.extend_from_slice(json);
         self.sent += 1;
         if self.buf.len() < CHUNK_BYTES {
-            return true;
+            return None;
         }
         let next = Vec::with_capacity(CHUNK_BYTES + 64 * 1024);
-        let full = std::mem::replace(&mut self.buf, next);
-        self.tx.blocking_send(Ok(Bytes::from(full))).is_ok()
+        Some(Bytes::from(std::mem::replace(&mut self.buf, next)))
     }
 
-    /// Ends the body with the envelope's tail — or, if fewer rows were read than counted (which
-    /// one snapshot rules out), with an error that cuts the answer: a body whose `msg` lies is
+    /// Appends one stored row object (from a blocking thread). `false` when the client has
+    /// gone: stop reading.
+    pub(crate) fn push(&mut self, json: &[u8]) -> bool {
+        match self.append(json) {
+            Some(chunk) => self.tx.blocking_send(Ok(chunk)).is_ok(),
+            None => true,
+        }
+    }
+
+    /// [`push`](Self::push) for a reader on the async runtime.
+    pub(crate) async fn push_async(&mut self, json: &[u8]) -> bool {
+        match self.append(json) {
+            Some(chunk) => self.tx.send(Ok(chunk)).await.is_ok(),
+            None => true,
+        }
+    }
+
+    /// The last chunk: the envelope's tail — or, if fewer rows were read than counted (which
+    /// one snapshot rules out), an error that cuts the answer: a body whose `msg` lies is
     /// never completed.
-    pub(crate) fn finish(mut self) {
+    fn last(mut self) -> (mpsc::Sender<StoreResult<Bytes>>, StoreResult<Bytes>) {
         if self.sent != self.rows {
             let e =
                 StoreError::Corrupt(format!("counted {} rows but read {}", self.rows, self.sent));
-            let _ = self.tx.blocking_send(Err(e));
-            return;
+            return (self.tx, Err(e));
         }
         self.buf.extend_from_slice(voxtrail_wire::REPORT_TAIL);
-        let _ = self.tx.blocking_send(Ok(Bytes::from(self.buf)));
+        (self.tx, Ok(Bytes::from(self.buf)))
+    }
+
+    /// Ends the body (from a blocking thread); see [`last`](Self::last).
+    pub(crate) fn finish(self) {
+        let (tx, last) = self.last();
+        let _ = tx.blocking_send(last);
+    }
+
+    /// [`finish`](Self::finish) for a reader on the async runtime.
+    pub(crate) async fn finish_async(self) {
+        let (tx, last) = self.last();
+        let _ = tx.send(last).await;
     }
 }

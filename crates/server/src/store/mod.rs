@@ -6,6 +6,7 @@
 //! behind one database). The store knows SQL and the domain types; it knows nothing of HTTP.
 
 mod body;
+mod pg_pool;
 pub mod postgres;
 pub mod sqlite;
 pub mod testing;
