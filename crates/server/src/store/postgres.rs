@@ -606,9 +606,9 @@ impl PgStore {
                 return Err(e);
             }
             Ok((None, _)) => SlotAndUse::NoSlot,
-            Ok((Some(_), None)) => SlotAndUse::LimitExceeded(PgSlot { conn: Some(conn) }),
-            Ok((Some(_), Some(n))) => {
-                SlotAndUse::Admitted(PgSlot { conn: Some(conn) }, n.max(0) as u64)
+            Ok((Some(k), None)) => SlotAndUse::LimitExceeded(PgSlot::new(conn, key, k)),
+            Ok((Some(k), Some(n))) => {
+                SlotAndUse::Admitted(PgSlot::new(conn, key, k), n.max(0) as u64)
             }
         })
     }
@@ -634,7 +634,13 @@ impl PgStore {
         }
         .await;
         match found {
-            Ok(Some(_)) => Ok(Some(PgSlot { conn: Some(conn) })),
+            Ok(Some(row)) => match row.try_get::<_, i32>(0) {
+                Ok(k) => Ok(Some(PgSlot::new(conn, key, k))),
+                Err(e) => {
+                    conn.discard();
+                    Err(e.into())
+                }
+            },
             Ok(None) => Ok(None),
             Err(e) => {
                 conn.discard();
@@ -722,6 +728,8 @@ pub enum SlotAndUse {
 /// is closed, which frees the lock too.
 pub struct PgSlot {
     conn: Option<AsyncConn>,
+    /// The advisory lock `(token key, k)` this slot's session holds.
+    lock: (i32, i32),
 }
 
 impl std::fmt::Debug for PgSlot {
@@ -731,23 +739,34 @@ impl std::fmt::Debug for PgSlot {
 }
 
 impl PgSlot {
+    fn new(conn: AsyncConn, key: i32, k: i32) -> Self {
+        Self {
+            conn: Some(conn),
+            lock: (key, k),
+        }
+    }
+
     /// Unlocks in a task; the handle completes once every replica sees the slot free. Needs a
     /// Tokio runtime.
     pub fn release(mut self) -> tokio::task::JoinHandle<()> {
         let conn = self.conn.take();
-        tokio::spawn(unlock(conn))
+        tokio::spawn(unlock(conn, self.lock))
     }
 }
 
-async fn unlock(conn: Option<AsyncConn>) {
-    if let Some(mut conn) = conn
-        && conn
-            .client()
-            .batch_execute("SELECT pg_advisory_unlock_all()")
-            .await
-            .is_err()
-    {
-        conn.discard(); // closing the session frees its locks
+/// Frees the slot's lock with a prepared statement (no parsing per request) and returns the
+/// connection to the pool; on any surprise the connection is closed instead, which frees
+/// whatever its session holds.
+async fn unlock(conn: Option<AsyncConn>, (key, k): (i32, i32)) {
+    let Some(mut conn) = conn else { return };
+    let unlocked = async {
+        let st = conn.prepared("SELECT pg_advisory_unlock($1, $2)").await?;
+        let row = conn.client().query_one(&st, &[&key, &k]).await?;
+        StoreResult::Ok(row.try_get::<_, bool>(0)?)
+    }
+    .await;
+    if !matches!(unlocked, Ok(true)) {
+        conn.discard();
     }
 }
 
@@ -758,7 +777,7 @@ impl Drop for PgSlot {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
-                h.spawn(unlock(Some(conn)));
+                h.spawn(unlock(Some(conn), self.lock));
             }
             // No runtime to unlock with: closing the session frees the lock.
             Err(_) => conn.discard(),
