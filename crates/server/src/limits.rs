@@ -14,7 +14,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::store::{PgSlot, SlotAndUse, Store, StoreResult};
+use tokio::sync::oneshot;
+
+use crate::store::{
+    Admission, PgSlot, ReportQuery, ReportRefusal, ReportStream, SlotAndUse, Store, StoreResult,
+};
 
 /// Concurrency slots per token.
 #[derive(Debug)]
@@ -169,6 +173,48 @@ pub async fn admit(
         Ok(used) => Ok((slot, used)),
         Err(LimitExceeded) => Err(Refused::DailyLimit),
     })
+}
+
+/// A report request admitted: its slot, today's uses (this one included) and where the
+/// answer's head arrives.
+pub type AdmittedReport = (
+    SlotGuard,
+    u64,
+    oneshot::Receiver<Result<ReportStream, ReportRefusal>>,
+);
+
+/// [`admit`], then the report `q`. On PostgreSQL both happen in one statement when the window
+/// is poll-sized (`PgStore::admit_and_report`); the order of checks is the same.
+pub async fn admit_report(
+    slots: &Arc<Slots>,
+    usage: &DailyUsage,
+    store: &Store,
+    token: i64,
+    day: i64,
+    limit: u64,
+    q: ReportQuery,
+) -> StoreResult<Result<AdmittedReport, Refused>> {
+    if let Store::Postgres(pg) = store {
+        return Ok(
+            match pg.admit_and_report(token, slots.max, day, limit, q).await? {
+                Admission::NoSlot => Err(Refused::Simultaneous),
+                Admission::LimitExceeded(slot) => {
+                    let _ = slot.release().await;
+                    Err(Refused::DailyLimit)
+                }
+                Admission::Admitted { slot, used, report } => Ok((
+                    SlotGuard {
+                        _held: Held::Database(Box::new(slot)),
+                    },
+                    used,
+                    report,
+                )),
+            },
+        );
+    }
+    Ok(admit(slots, usage, store, token, day, limit)
+        .await?
+        .map(|(slot, used)| (slot, used, store.start_report(q))))
 }
 
 #[derive(Debug, Clone, Copy)]

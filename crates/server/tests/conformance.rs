@@ -72,6 +72,7 @@ conformance!(
     batched_inserts_match_one_by_one_outcomes,
     concurrent_ingestions_of_the_same_rows_store_each_once,
     admission_takes_a_slot_then_counts_one_use,
+    report_admission_refuses_first_then_answers_exactly,
 );
 
 fn tz() -> OperationTz {
@@ -715,4 +716,91 @@ fn admission_takes_a_slot_then_counts_one_use(s: &Store, _: &Fixture) {
         usage.flush(s).await.unwrap();
     });
     assert_eq!(s.token_usage(t, day).unwrap(), 3);
+}
+
+/// `admit_report` (PostgreSQL: admission and a poll-sized answer in one statement) refuses
+/// exactly as `admit` does, counts only admitted requests, and answers small and large windows
+/// byte for byte.
+fn report_admission_refuses_first_then_answers_exactly(s: &Store, _: &Fixture) {
+    use voxtrail_server::limits::{Refused, admit_report};
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let t = s
+        .create_token(
+            op.id,
+            &TokenSecret::generate().hash(),
+            Scope::Report,
+            "",
+            Some(4),
+        )
+        .unwrap();
+    let rows: Vec<Interaction> = (0..300)
+        .map(|i| {
+            rec(
+                &format!("r{i:03}"),
+                20_261_001_000_000 + (i / 60) * 100 + i % 60,
+                "b",
+            )
+        })
+        .collect();
+    ingest(s, op.id, &rows);
+    let small = query(op.id, 20_261_001_000_000, rows[9].date.as_i64());
+    let large = query(op.id, 20_261_001_000_000, 20_261_001_235_959);
+    let (slots, usage, day) = (Slots::new(2), DailyUsage::new(), 20_261_001);
+    let rt = runtime();
+    rt.block_on(async {
+        let read = |rx: tokio::sync::oneshot::Receiver<_>| async move {
+            let stream: voxtrail_server::store::ReportStream =
+                Result::<_, ReportRefusal>::unwrap(rx.await.expect("producer answered"));
+            let mut chunks = stream.chunks;
+            let mut body = Vec::new();
+            while let Some(c) = chunks.recv().await {
+                body.extend_from_slice(&c.expect("chunk"));
+            }
+            (stream.head, body)
+        };
+        let (g1, n1, rx1) = admit_report(&slots, &usage, s, t, day, 4, small)
+            .await
+            .unwrap()
+            .unwrap();
+        let (g2, n2, rx2) = admit_report(&slots, &usage, s, t, day, 4, large)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((n1, n2), (1, 2));
+        assert!(
+            matches!(
+                admit_report(&slots, &usage, s, t, day, 4, small)
+                    .await
+                    .unwrap(),
+                Err(Refused::Simultaneous)
+            ),
+            "no slot: not counted, no answer"
+        );
+        let (head, body) = read(rx1).await;
+        assert_eq!(head.rows, 10);
+        assert_eq!(body, expected_body(&rows[..10].iter().collect::<Vec<_>>()));
+        let (head, body) = read(rx2).await;
+        assert_eq!(head.rows, 300);
+        assert_eq!(body, expected_body(&rows.iter().collect::<Vec<_>>()));
+        drop((g1, g2));
+        let mut admitted = Vec::new();
+        for _ in 0..500 {
+            match admit_report(&slots, &usage, s, t, day, 4, small)
+                .await
+                .unwrap()
+            {
+                Ok((g, n, rx)) => {
+                    let (head, _) = read(rx).await;
+                    assert_eq!(head.rows, 10);
+                    admitted.push(n);
+                    drop(g);
+                }
+                Err(Refused::DailyLimit) => break,
+                Err(Refused::Simultaneous) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+            }
+        }
+        assert_eq!(admitted, vec![3, 4], "two more uses, then the limit");
+    });
 }

@@ -81,10 +81,16 @@ pub(super) async fn admit(
 async fn take_slot_and_use(st: &AppState, token: &Token) -> Result<(SlotGuard, u64), ApiError> {
     let day = WallClock::now_in(token.operation.tz).day();
     let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
-    match crate::limits::admit(&st.slots, &st.usage, &st.store, token.id, day, limit).await? {
-        Ok(admitted) => Ok(admitted),
-        Err(Refused::Simultaneous) => Err(ApiError::TooManySimultaneous(st.slots.max())),
-        Err(Refused::DailyLimit) => Err(ApiError::TokenLimitExceeded),
+    crate::limits::admit(&st.slots, &st.usage, &st.store, token.id, day, limit)
+        .await?
+        .map_err(|r| refusal(st, r))
+}
+
+/// The answer to a refused admission.
+fn refusal(st: &AppState, r: Refused) -> ApiError {
+    match r {
+        Refused::Simultaneous => ApiError::TooManySimultaneous(st.slots.max()),
+        Refused::DailyLimit => ApiError::TokenLimitExceeded,
     }
 }
 
@@ -120,15 +126,19 @@ pub async fn report(
         WindowError::Reversed => ApiError::DatesReversed,
         WindowError::TooLong => ApiError::RangeTooLong(limits.max_window_days),
     })?;
-    let (slot, _) = take_slot_and_use(&st, &token).await?;
-
-    let asked = tokio::time::Instant::now();
-    let started = st.store.start_report(ReportQuery {
+    let q = ReportQuery {
         operation_id: token.operation.id,
         window,
         max_records: limits.max_records,
         max_bytes: limits.max_bytes,
-    });
+    };
+    let day = WallClock::now_in(token.operation.tz).day();
+    let daily = token.effective_daily_limit(limits.daily_per_license);
+    let asked = tokio::time::Instant::now();
+    let admitted =
+        crate::limits::admit_report(&st.slots, &st.usage, &st.store, token.id, day, daily, q)
+            .await?;
+    let (slot, _, started) = admitted.map_err(|r| refusal(&st, r))?;
     let limit = limits.consumption_timeout();
     let waited = tokio::time::timeout(limit, started).await;
     // The timer has millisecond granularity; the elapsed check makes the limit exact.

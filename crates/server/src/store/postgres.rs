@@ -28,7 +28,7 @@ use postgres::{Client, NoTls, Statement};
 use tokio::sync::oneshot;
 use tokio_postgres::IsolationLevel;
 
-use super::body::BodyWriter;
+use super::body::{BodyWriter, Ready};
 use super::pg_pool::{AsyncConn, AsyncPool};
 use super::{
     Durability, IngestSink, InsertOutcome, ReportQuery, ReportRefusal, ReportStream, StoreError,
@@ -311,19 +311,26 @@ impl PgStore {
             async_config.application_name("voxtrail");
         }
         async_config.connect_timeout(Duration::from_secs(10));
-        // Lock connections only take slots and count uses: their commits need not wait for the
-        // WAL flush (docs/adr/0003-limits-in-postgres.md).
-        let mut lock_config = async_config.clone();
-        let options = match async_config.get_options() {
-            Some(o) => format!("{o} -c synchronous_commit=off"),
-            None => "-c synchronous_commit=off".to_owned(),
+        // The hot path's statements are prepared once per connection and their generic plans
+        // are as good as custom ones (index range scans on parameters): never re-plan them per
+        // execution. Lock connections only take slots, count uses and read poll-sized
+        // answers: their commits need not wait for the WAL flush (docs/adr/0003).
+        let with_options = |extra: &str| {
+            let mut c = async_config.clone();
+            match async_config.get_options() {
+                Some(o) => c.options(format!("{o} {extra}")),
+                None => c.options(extra),
+            };
+            c
         };
-        lock_config.options(&options);
+        let report_config = with_options("-c plan_cache_mode=force_generic_plan");
+        let lock_config =
+            with_options("-c plan_cache_mode=force_generic_plan -c synchronous_commit=off");
         let store = Self {
             inner: Arc::new(Inner {
                 display,
                 pool: Pool::new(config.clone(), size),
-                reports: AsyncPool::new(async_config, size, CHECKOUT_TIMEOUT),
+                reports: AsyncPool::new(report_config, size, CHECKOUT_TIMEOUT),
                 locks: AsyncPool::new(lock_config, size, CHECKOUT_TIMEOUT),
             }),
         };
@@ -613,6 +620,87 @@ impl PgStore {
         })
     }
 
+    /// A report request's admission and, when the window is poll-sized, its whole answer, in
+    /// one statement on the lock connection: take a slot, count a use, and only if both
+    /// succeeded read the window's first `SMALL_ROWS + 1` rows. A larger window then streams
+    /// from a query connection as [`start_report`](Self::start_report) does. One round trip
+    /// and one statement fewer per poll than admitting and reporting separately.
+    pub async fn admit_and_report(
+        &self,
+        token_id: i64,
+        max: u32,
+        day: i64,
+        limit: u64,
+        q: ReportQuery,
+    ) -> StoreResult<Admission> {
+        if limit == 0 {
+            return Ok(match self.take_slot(token_id, max).await? {
+                Some(slot) => Admission::LimitExceeded(slot),
+                None => Admission::NoSlot,
+            });
+        }
+        let key = slot_key(token_id)?;
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        let limit = limit.min(i64::MAX as u64) as i64;
+        let (ini, end) = (q.window.ini.as_i64(), q.window.end.as_i64());
+        let first = SMALL_ROWS as i64 + 1;
+        let mut conn = self.inner.locks.get().await?;
+        let read = async {
+            let st = conn.prepared(ADMIT_AND_FIRST_ROWS).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+                &key,
+                &max,
+                &token_id,
+                &day,
+                &limit,
+                &q.operation_id,
+                &ini,
+                &end,
+                &first,
+            ];
+            let stream = conn.client().query_raw(&st, params).await?;
+            let mut stream = std::pin::pin!(stream);
+            let mut admission: Option<(Option<i32>, Option<i64>)> = None;
+            let mut rows = SmallRows::default();
+            while let Some(row) = stream.next().await {
+                let row = row?;
+                match row.try_get::<_, Option<&[u8]>>(2)? {
+                    None => admission = Some((row.try_get(0)?, row.try_get(1)?)),
+                    Some(json) => {
+                        if !rows.add(json) {
+                            break; // not poll-sized; the driver skips the rest (≤ 257 rows)
+                        }
+                    }
+                }
+            }
+            let admission =
+                admission.ok_or_else(|| StoreError::Corrupt("admission row missing".into()))?;
+            StoreResult::Ok((admission, rows))
+        }
+        .await;
+        let ((slot, used), rows) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                conn.discard(); // whatever the session holds dies with it
+                return Err(e);
+            }
+        };
+        Ok(match (slot, used) {
+            (None, _) => Admission::NoSlot,
+            (Some(k), None) => Admission::LimitExceeded(PgSlot::new(conn, key, k)),
+            (Some(k), Some(n)) => {
+                let slot = PgSlot::new(conn, key, k);
+                let used = n.max(0) as u64;
+                let report = if rows.overflowed {
+                    self.spawn_report(q, false)
+                } else {
+                    rows.answer(q)
+                };
+                Admission::Admitted { slot, used, report }
+            }
+        })
+    }
+
     /// Takes one of `max` concurrency slots of a token for as long as the returned guard lives:
     /// a session advisory lock `(token_id, k)` on a connection the guard holds.
     pub async fn take_slot(&self, token_id: i64, max: u32) -> StoreResult<Option<PgSlot>> {
@@ -687,6 +775,15 @@ impl PgStore {
         &self,
         q: ReportQuery,
     ) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
+        self.spawn_report(q, true)
+    }
+
+    /// `start_report`, optionally skipping the poll-sized attempt (known to be too small).
+    fn spawn_report(
+        &self,
+        q: ReportQuery,
+        try_small: bool,
+    ) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let store = self.clone();
         tokio::spawn(async move {
@@ -697,7 +794,7 @@ impl PgStore {
                     return;
                 }
             };
-            if let Err(e) = produce_report(&mut conn, q, ready_tx).await {
+            if let Err(e) = produce_report(&mut conn, q, ready_tx, try_small).await {
                 conn.discard();
                 tracing::warn!(error = %e, "report stream ended early");
             }
@@ -721,6 +818,20 @@ pub enum SlotAndUse {
     LimitExceeded(PgSlot),
     /// Admitted: the held slot and the uses today, this one included.
     Admitted(PgSlot, u64),
+}
+
+/// What [`PgStore::admit_and_report`] found.
+pub enum Admission {
+    /// Every slot of the token is held.
+    NoSlot,
+    /// A slot was free but the daily limit is used up (the slot is freed when this drops).
+    LimitExceeded(PgSlot),
+    /// Admitted: the held slot, the uses today (this one included) and the answer's head.
+    Admitted {
+        slot: PgSlot,
+        used: u64,
+        report: oneshot::Receiver<Result<ReportStream, ReportRefusal>>,
+    },
 }
 
 /// A held concurrency slot: a pooled connection whose session owns one advisory lock. Dropping
@@ -850,9 +961,76 @@ SELECT json FROM interactions
  ORDER BY local_ts, seq
  LIMIT $4";
 
+/// Admission (slot, then use) and the window's first rows, in one statement. The first branch
+/// yields exactly one row with a NULL json (stored json is never NULL); the rows are read only
+/// when a slot was taken and a use counted (`counted` is not empty).
+const ADMIT_AND_FIRST_ROWS: &str = "
+WITH slot AS (
+    SELECT k FROM generate_series(0, $2 - 1) AS k
+     WHERE pg_try_advisory_lock($1, k) LIMIT 1
+), counted AS (
+    INSERT INTO token_usage(token_id, day, used) SELECT $3, $4, 1 FROM slot
+    ON CONFLICT (token_id, day) DO UPDATE SET used = token_usage.used + 1
+    WHERE token_usage.used < $5
+    RETURNING used
+)
+SELECT (SELECT k FROM slot), (SELECT used FROM counted), NULL::bytea
+UNION ALL
+(SELECT NULL, NULL, json FROM interactions
+  WHERE operation_id = $6 AND local_ts BETWEEN $7 AND $8 AND EXISTS (SELECT 1 FROM counted)
+  ORDER BY local_ts, seq
+  LIMIT $9)";
+
+/// The rows of a possibly poll-sized answer, kept while they stay within `SMALL_ROWS` rows and
+/// `SMALL_BYTES` bytes (one row more is read to know the window is larger).
+#[derive(Default)]
+struct SmallRows {
+    json: Vec<u8>,
+    /// End offset of each row in `json`.
+    ends: Vec<usize>,
+    overflowed: bool,
+}
+
+impl SmallRows {
+    /// Keeps one row; `false` once the window is known not to be poll-sized.
+    fn add(&mut self, row: &[u8]) -> bool {
+        if self.ends.len() >= SMALL_ROWS || self.json.len() + row.len() > SMALL_BYTES {
+            self.overflowed = true;
+            self.json = Vec::new();
+            self.ends = Vec::new();
+            return false;
+        }
+        self.json.extend_from_slice(row);
+        self.ends.push(self.json.len());
+        true
+    }
+
+    /// The answer, produced by a task on the runtime (the body's channel is bounded).
+    fn answer(self, q: ReportQuery) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
+        let (ready, head) = oneshot::channel();
+        tokio::spawn(async move { self.write(ready, &q).await });
+        head
+    }
+
+    /// Applies the limits (through [`BodyWriter`]) and writes the body.
+    async fn write(self, ready: Ready, q: &ReportQuery) {
+        let (rows, bytes) = (self.ends.len() as u64, self.json.len() as u64);
+        let Some(mut body) = BodyWriter::start(ready, q, rows, bytes) else {
+            return;
+        };
+        let mut start = 0;
+        for &end in &self.ends {
+            if !body.push_async(&self.json[start..end]).await {
+                return; // client gone
+            }
+            start = end;
+        }
+        body.finish_async().await;
+    }
+}
+
 /// A poll-sized answer from one statement (one snapshot, one round trip), or `Ok(false)` when
-/// the window holds more rows or bytes than that: at most `SMALL_ROWS + 1` rows are read and at
-/// most `SMALL_BYTES` plus one row are kept.
+/// the window holds more rows or bytes than that.
 async fn small_report(
     conn: &mut AsyncConn,
     q: &ReportQuery,
@@ -865,24 +1043,24 @@ async fn small_report(
         [&q.operation_id, &ini, &end, &limit];
     let stream = conn.client().query_raw(&st, params).await?;
     let mut stream = std::pin::pin!(stream);
-    let mut rows = Vec::new();
-    let mut json_bytes = 0usize;
+    let mut rows = SmallRows::default();
     while let Some(row) = stream.next().await {
-        let row = row?;
-        json_bytes += row.try_get::<_, &[u8]>(0)?.len();
-        rows.push(row);
-        if rows.len() > SMALL_ROWS || json_bytes > SMALL_BYTES {
+        if !rows.add(row?.try_get::<_, &[u8]>(0)?) {
             return Ok(false); // the rest of the (limited) answer is skipped by the driver
         }
     }
     let sender = ready.take().expect("sent once");
-    let Some(mut body) = BodyWriter::start(sender, q, rows.len() as u64, json_bytes as u64) else {
+    let Some(mut body) =
+        BodyWriter::start(sender, q, rows.ends.len() as u64, rows.json.len() as u64)
+    else {
         return Ok(true);
     };
-    for row in &rows {
-        if !body.push_async(row.try_get::<_, &[u8]>(0)?).await {
+    let mut start = 0;
+    for &end in &rows.ends {
+        if !body.push_async(&rows.json[start..end]).await {
             return Ok(true); // client gone
         }
+        start = end;
     }
     body.finish_async().await;
     Ok(true)
@@ -895,16 +1073,19 @@ async fn produce_report(
     conn: &mut AsyncConn,
     q: ReportQuery,
     ready: oneshot::Sender<Result<ReportStream, ReportRefusal>>,
+    try_small: bool,
 ) -> StoreResult<()> {
     let mut ready = Some(ready);
-    match small_report(conn, &q, &mut ready).await {
-        Ok(true) => return Ok(()),
-        Ok(false) => {}
-        Err(e) => {
-            if let Some(r) = ready.take() {
-                let _ = r.send(Err(e.into()));
+    if try_small {
+        match small_report(conn, &q, &mut ready).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(e.into()));
+                }
+                return Ok(());
             }
-            return Ok(());
         }
     }
     let ready = ready.expect("not sent when the answer is not small");
