@@ -1279,7 +1279,7 @@ impl Drop for PgIngest {
 
 /// Stores a batch in one statement (rows get `seq` in input order) and tells, per input row in
 /// order, whether its conn_id was inserted by this statement and, if not, whether the stored
-/// row is byte-identical. Rows this statement inserted are invisible to its own join, so their
+/// row is byte-identical (looked up only for rows not inserted: new rows cost no extra probe). Rows this statement inserted are invisible to its own join, so their
 /// in-batch repeats are compared in Rust.
 const INSERT_BATCH: &str = "
 WITH input AS (
@@ -1291,10 +1291,13 @@ WITH input AS (
     ON CONFLICT (operation_id, conn_id) DO NOTHING
     RETURNING conn_id
 )
-SELECT n.conn_id IS NOT NULL, s.json = i.json
+SELECT n.conn_id IS NOT NULL,
+       CASE WHEN n.conn_id IS NULL THEN
+           (SELECT s.json = i.json FROM interactions s
+             WHERE s.operation_id = $1 AND s.conn_id = i.conn_id)
+       END
   FROM input i
   LEFT JOIN ins n ON n.conn_id = i.conn_id
-  LEFT JOIN interactions s ON s.operation_id = $1 AND s.conn_id = i.conn_id
  ORDER BY i.ord";
 
 const TOKEN_SELECT: &str =
