@@ -17,6 +17,11 @@
 //!   rename) only *after* the data file is fsynced. At start the data file is re-read: a torn
 //!   last record is cut off, and rows present in the file but missing from the state (a crash
 //!   between the two writes) are recognised, so they are never written twice or lost.
+//!
+//! `--token-info` asks `token_info` once at start and prints the token's limit and today's
+//! use. It is off by default because every `token_info` call counts as one use of the daily
+//! limit; a run that hits the limit learns the same numbers anyway (the client asks
+//! `token_info` once after a 403 TOKEN LIMIT EXCEEDED, when the server still answers it).
 
 use std::collections::HashSet;
 use std::io::{Read as _, Seek as _, Write as _};
@@ -81,6 +86,10 @@ pub struct PullArgs {
     /// Answers with this many rows are taken as silently truncated and their window halved.
     #[arg(long, default_value_t = voxtrail_client::DEFAULT_TRUNCATION_THRESHOLD)]
     truncation_threshold: usize,
+    /// Ask token_info once at start and print the token's limit and today's use (costs one
+    /// use of the daily limit, hence off by default).
+    #[arg(long)]
+    token_info: bool,
     /// Attempts per request on network errors, 5xx and 403 SIMULTANEOUS REQUESTS.
     #[arg(long, default_value_t = 8)]
     attempts: u32,
@@ -103,6 +112,7 @@ struct Plan {
     window: chrono::Duration,
     tz: chrono_tz::Tz,
     into: DestSpec,
+    token_info: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +277,7 @@ impl PullArgs {
                 window: chrono_dur(window?),
                 tz,
                 into: into?,
+                token_info: self.token_info,
             },
             client,
         ))
@@ -296,6 +307,19 @@ async fn collect(plan: Plan, client: Client) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let wake = Arc::new(tokio::sync::Notify::new());
     spawn_signal_watch(stop.clone(), wake.clone())?;
+    if plan.token_info {
+        match client.token_info().await {
+            Ok(t) => eprintln!(
+                "token: limit {}, used today {} (all tokens of the operation today: {}), {} left",
+                t.token_limit,
+                t.token_use_today,
+                t.all_token_today,
+                t.available_consumption_options
+            ),
+            // The first window meets the same refusal and ends the run with it, if final.
+            Err(e) => eprintln!("token_info: {e}"),
+        }
+    }
     let mut totals = Totals::default();
     let result = cycles(&plan, &client, &mut dest, &stop, &wake, &mut totals).await;
     let cp = dest

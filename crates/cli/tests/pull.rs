@@ -453,7 +453,8 @@ async fn pull_through_a_faulty_truncating_fake_copies_everything() {
 }
 
 /// A final refusal stops the run with a clear error and a non-zero exit, without retrying;
-/// the token's daily limit says when it resets.
+/// the token's daily limit says when it resets (the limit and today's use: see
+/// `a_used_up_daily_limit_says_limit_use_and_reset`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn final_refusals_end_the_run_clearly() {
     use fake::{Fake, Fault, Mode};
@@ -487,7 +488,12 @@ async fn final_refusals_end_the_run_clearly() {
         .unwrap();
         assert!(!st.success());
         assert!(read(&log).contains(text), "{text}: {}", read(&log));
-        assert_eq!(fake.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The daily limit is followed by one token_info call (refused here too).
+        let calls = if text.contains("midnight") { 2 } else { 1 };
+        assert_eq!(
+            fake.requests.load(std::sync::atomic::Ordering::SeqCst),
+            calls
+        );
     }
     // Bad flags: one line per problem, nothing written.
     let log = env.path("flags.log");
@@ -780,4 +786,69 @@ async fn sigint_finishes_the_current_window_and_saves_its_checkpoint() {
     let st = pull(&args, &log).status().unwrap();
     assert!(st.success(), "{}", read(&log));
     assert_eq!(ndjson_copy(&out).len(), 72);
+}
+
+/// Issue 5: a used-up daily limit ends `voxtrail pull` with a non-zero exit and one error
+/// line saying the limit, today's use and when the day resets — from token_info when the
+/// server still answers it. `--token-info` prints the same numbers at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_up_daily_limit_says_limit_use_and_reset() {
+    use fake::{Fake, Fault, Mode, spread};
+    use std::sync::atomic::Ordering::SeqCst;
+    let env = Env::new();
+    let fake = Fake::start(spread("d", 5, "2026-04-30 10:00:00", 60), Mode::default()).await;
+    fake.token_info(500, 501, 730);
+    fake.always(Some(Fault::TokenLimitOnReports));
+    let log = env.path("limit.log");
+    let into = format!("ndjson:{}", env.path("limit.ndjson").display());
+    let args = [
+        "--url",
+        &fake.url(),
+        "--token",
+        "t",
+        "--since",
+        "20260430000000",
+        "--until",
+        "20260501000000",
+        "--into",
+        &into,
+    ];
+    let st = pull(&args, &log).status().unwrap();
+    assert!(!st.success());
+    let text = read(&log);
+    let error = text
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {text}"));
+    for needle in [
+        "daily limit is used up (403 TOKEN LIMIT EXCEEDED)",
+        "limit 500",
+        "used today 501",
+        "all tokens of the operation today: 730",
+        "it resets at midnight America/Bogota (in ",
+    ] {
+        assert!(error.contains(needle), "{needle}: {error}");
+    }
+    assert_eq!(fake.requests.load(SeqCst), 2, "{text}");
+
+    // --token-info: one token_info call at start, its numbers on stderr.
+    let fake = Fake::start(spread("d", 5, "2026-04-30 10:00:00", 60), Mode::default()).await;
+    fake.token_info(500, 42, 99);
+    let log = env.path("info.log");
+    let into = format!("ndjson:{}", env.path("info.ndjson").display());
+    let url = fake.url();
+    let mut with_info = args.to_vec();
+    with_info[1] = &url;
+    *with_info.last_mut().unwrap() = &into;
+    with_info.push("--token-info");
+    let st = pull(&with_info, &log).status().unwrap();
+    let text = read(&log);
+    assert!(st.success(), "{text}");
+    assert!(
+        text.starts_with(
+            "token: limit 500, used today 42 (all tokens of the operation today: 99), 458 left\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(" 5 new rows written"), "{text}");
 }

@@ -4,9 +4,10 @@
 //! Owns the HTTP client side of the wire contract: typed `chat_12` and `token_info` calls, a
 //! generic call for any report name, tolerant parsing of the hosted API's quirks ([`parse`]),
 //! politeness (one request at a time per token in a process, an optional lock file across
-//! processes, backoff with jitter) and windowing (≤ 31-day windows, halved on "too many
-//! records" or on a full answer from a truncating server). Depends on `voxtrail-wire`, never on
-//! the server.
+//! processes, backoff with jitter), a clear final error on a used-up daily limit (with the
+//! limit and today's use from one `token_info` call, when the server still answers it) and
+//! windowing (≤ 31-day windows, halved on "too many records" or on a full answer from a
+//! truncating server). Depends on `voxtrail-wire`, never on the server.
 //!
 //! ```
 //! use std::time::Duration;
@@ -302,20 +303,18 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = {
-                let _turn = self.token_lock.lock().await;
-                let _file = match &self.cfg.lock_file {
-                    Some(p) => Some(
-                        FileLock::acquire(p)
-                            .await
-                            .map_err(|e| Error::Config(format!("locking {}: {e}", p.display())))?,
-                    ),
-                    None => None,
-                };
-                self.once(path, api, params).await
-            };
-            match outcome {
+            match self.in_turn(path, api, params).await? {
                 Outcome::Done(a) => return Ok(a),
+                // Say how much of the limit is used, if the server still answers token_info
+                // (never asked again when token_info itself was refused).
+                Outcome::Fail(Error::TokenLimitExceeded { resets, .. })
+                    if path != INFORMATION_PATH =>
+                {
+                    return Err(Error::TokenLimitExceeded {
+                        resets,
+                        usage: self.usage_after_limit().await,
+                    });
+                }
                 Outcome::Fail(e) => return Err(e),
                 Outcome::Retry { reason, after } => {
                     if attempt >= self.cfg.attempts {
@@ -331,6 +330,36 @@ impl Client {
                     tokio::time::sleep(delay).await;
                 }
             }
+        }
+    }
+
+    /// One attempt in this token's turn: the process-wide token lock and the lock file (if
+    /// any) are held while it runs.
+    async fn in_turn(
+        &self,
+        path: &str,
+        api: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Outcome, Error> {
+        let _turn = self.token_lock.lock().await;
+        let _file = match &self.cfg.lock_file {
+            Some(p) => Some(
+                FileLock::acquire(p)
+                    .await
+                    .map_err(|e| Error::Config(format!("locking {}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
+        Ok(self.once(path, api, params).await)
+    }
+
+    /// After a 403 TOKEN LIMIT EXCEEDED: one `token_info` attempt, not retried. The hosted API
+    /// may answer it; voxtrail counts it as a use and refuses it once the limit is used. Any
+    /// failure means `None` — the refusal that led here is what the caller gets either way.
+    async fn usage_after_limit(&self) -> Option<Box<TokenInfoRow>> {
+        match self.in_turn(INFORMATION_PATH, "token_info", &[]).await {
+            Ok(Outcome::Done(a)) => a.rows.first().map(|r| Box::new(r.to_token_info())),
+            _ => None,
         }
     }
 
@@ -424,6 +453,7 @@ impl Client {
             403 if msg.contains("TOKEN LIMIT EXCEEDED") => {
                 Outcome::Fail(Error::TokenLimitExceeded {
                     resets: self.reset_text(),
+                    usage: None,
                 })
             }
             403 if msg.contains("VALIDATE TOKEN") => Outcome::Fail(Error::InvalidToken),

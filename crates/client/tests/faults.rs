@@ -34,6 +34,15 @@ async fn pull_all(c: &Client) -> Vec<voxtrail_wire::Chat12Row> {
     .unwrap()
 }
 
+async fn pull_err(c: &Client) -> Error {
+    c.chat_12(
+        parse_wall_clock("20260101000000").unwrap(),
+        parse_wall_clock("20260331235959").unwrap(),
+    )
+    .await
+    .unwrap_err()
+}
+
 fn as_map(rows: &[voxtrail_wire::Chat12Row]) -> BTreeMap<String, Vec<(String, String)>> {
     let mut m = BTreeMap::new();
     for r in rows {
@@ -209,8 +218,86 @@ async fn final_refusals_are_not_retried() {
             .unwrap_err();
         assert!(check(&e), "{fault:?}: {e:?}");
         assert!(e.is_final());
-        assert_eq!(fake.requests.load(Ordering::SeqCst), 1, "{fault:?} retried");
+        // The daily limit is followed by one token_info call (refused here too); nothing is
+        // retried.
+        let calls = if matches!(fault, Fault::TokenLimit) {
+            2
+        } else {
+            1
+        };
+        assert_eq!(
+            fake.requests.load(Ordering::SeqCst),
+            calls,
+            "{fault:?} retried"
+        );
     }
+}
+
+/// The hosted API may still answer token_info once the limit is used: the error then carries
+/// the limit and today's use next to when the day resets.
+#[tokio::test]
+async fn token_limit_error_says_limit_use_and_reset_from_token_info() {
+    let fake = Fake::start(spread("u", 3, "2026-01-02 00:00:00", 60), Mode::default()).await;
+    fake.always(Some(Fault::TokenLimitOnReports));
+    fake.token_info(500, 501, 730);
+    let c = client(&fake, "tok")
+        .timezone(chrono_tz::America::Bogota)
+        .build()
+        .unwrap();
+    let e = pull_err(&c).await;
+    let Error::TokenLimitExceeded { usage, resets } = &e else {
+        panic!("{e:?}");
+    };
+    let usage = usage.as_ref().expect("token_info answered");
+    assert_eq!(
+        (
+            usage.token_limit.as_str(),
+            usage.token_use_today.as_str(),
+            usage.all_token_today.as_str()
+        ),
+        ("500", "501", "730")
+    );
+    assert!(resets.contains("midnight America/Bogota"), "{resets}");
+    let text = e.to_string();
+    for needle in [
+        "TOKEN LIMIT EXCEEDED",
+        "limit 500",
+        "used today 501",
+        "all tokens of the operation today: 730",
+        "resets at midnight America/Bogota",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    // The refused report and one token_info, nothing retried.
+    assert_eq!(fake.requests.load(Ordering::SeqCst), 2);
+}
+
+/// voxtrail refuses token_info too once the limit is used: the error falls back to the time
+/// zone's midnight, and token_info is asked once only.
+#[tokio::test]
+async fn token_limit_error_without_token_info_says_when_the_day_resets() {
+    let fake = Fake::start(spread("u", 3, "2026-01-02 00:00:00", 60), Mode::default()).await;
+    fake.always(Some(Fault::TokenLimit));
+    let c = client(&fake, "tok")
+        .timezone(chrono_tz::America::Bogota)
+        .build()
+        .unwrap();
+    let e = pull_err(&c).await;
+    assert!(
+        matches!(&e, Error::TokenLimitExceeded { usage: None, .. }),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(text.contains("resets at midnight America/Bogota"), "{text}");
+    assert!(!text.contains("used today"), "{text}");
+    assert_eq!(fake.requests.load(Ordering::SeqCst), 2);
+    // token_info refused for the limit is not followed by another token_info.
+    let e = c.token_info().await.unwrap_err();
+    assert!(
+        matches!(e, Error::TokenLimitExceeded { usage: None, .. }),
+        "{e:?}"
+    );
+    assert_eq!(fake.requests.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

@@ -105,6 +105,9 @@ pub enum Fault {
     InvalidToken,
     /// 403 TOKEN LIMIT EXCEEDED.
     TokenLimit,
+    /// 403 TOKEN LIMIT EXCEEDED on the reports endpoint only; `token_info` still answers
+    /// (as the hosted API may).
+    TokenLimitOnReports,
 }
 
 /// How the fake behaves beyond its script.
@@ -124,6 +127,8 @@ struct State {
     script: VecDeque<Fault>,
     /// A fault applied to every request while set.
     always: Option<Fault>,
+    /// `token_limit`, `token_use_today`, `all_token_today` answered by `token_info`.
+    token_info: Option<(u64, u64, u64)>,
 }
 
 /// A running fake server.
@@ -179,6 +184,11 @@ impl Fake {
 
     pub fn always(&self, fault: Option<Fault>) {
         self.state.lock().unwrap().always = fault;
+    }
+
+    /// The numbers `token_info` answers: limit, this token's use today, all tokens' use.
+    pub fn token_info(&self, limit: u64, used: u64, all: u64) {
+        self.state.lock().unwrap().token_info = Some((limit, used, all));
     }
 
     pub fn add_rows(&self, rows: impl IntoIterator<Item = FakeRow>) {
@@ -255,6 +265,10 @@ impl Fake {
                 let m = "TOKEN LIMIT EXCEEDED";
                 return send(s, 403, &err(403, "FORBIDDEN", m), &[]).await;
             }
+            Some(Fault::TokenLimitOnReports) if !path.ends_with("information.php") => {
+                let m = "TOKEN LIMIT EXCEEDED";
+                return send(s, 403, &err(403, "FORBIDDEN", m), &[]).await;
+            }
             Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
             _ => {}
         }
@@ -263,8 +277,13 @@ impl Fake {
             return send(s, 401, &err(401, "UNAUTHORIZED", m), &[]).await;
         }
         if path.ends_with("information.php") {
-            let body = r#"{"code":"200","error":null,"msg":"ok","data":[{"description":"fake","token_limit":"10000","token_use_today":"1","all_token_today":"1","available_consumption_options":"9999"}]}"#;
-            return send(s, 200, body, &[]).await;
+            let info = self.state.lock().unwrap().token_info;
+            let (limit, used, all) = info.unwrap_or((10_000, 1, 1));
+            let body = format!(
+                r#"{{"code":"200","error":null,"msg":"ok","data":[{{"description":"fake","token_limit":"{limit}","token_use_today":"{used}","all_token_today":"{all}","available_consumption_options":"{}"}}]}}"#,
+                limit.saturating_sub(used)
+            );
+            return send(s, 200, &body, &[]).await;
         }
         let (ini, end) = (q("date_ini"), q("date_end"));
         let mut rows: Vec<FakeRow> = {
