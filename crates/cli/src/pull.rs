@@ -12,11 +12,26 @@
 //!   to query it), one transaction per window.
 //! - `sqlite://FILE`: rows upserted by (source, report, conn_id) in `pulled_rows`, the
 //!   checkpoint in `pull_checkpoints`, both in one transaction per window.
-//! - `ndjson:PATH` / `csv:PATH`: one row per record appended to PATH; the checkpoint and the
-//!   index of written keys live in `PATH.state.json`, replaced atomically (temp file, fsync,
-//!   rename) only *after* the data file is fsynced. At start the data file is re-read: a torn
-//!   last record is cut off, and rows present in the file but missing from the state (a crash
-//!   between the two writes) are recognised, so they are never written twice or lost.
+//! - `ndjson:PATH` / `csv:PATH`: exactly one row per line, appended to PATH. NDJSON lines are
+//!   the report's flat objects. CSV starts with a header of the report's field names; inside
+//!   every value (header included) `\` is written `\\`, LF `\n` and CR `\r`, then the usual
+//!   CSV quoting applies to values holding commas or quotes — so no record spans lines, and
+//!   reading reverses it exactly. Beside PATH:
+//!   - `PATH.keys`, the index of written keys: line *i* is the key of row *i* (escaped the
+//!     same way), append-only;
+//!   - `PATH.state.json`, a few hundred bytes: source, report, checkpoint, the data file's
+//!     length and row count; replaced atomically (temp file, fsync, rename).
+//!
+//!   Each window appends its new rows to PATH (fsync), then their keys to `PATH.keys` (fsync),
+//!   then replaces the state, so the bytes written per window depend on that window's rows,
+//!   not on the size of the copy. At start the data file is the truth: it is re-read, a torn
+//!   last record is cut off, the key log is cut to whole lines and extended with the keys of
+//!   rows it lacks (a crash between the appends) or rebuilt when it does not match, and if the
+//!   data file holds fewer rows than the state says the copy is re-read from `--since` (rows
+//!   already there are skipped) — a crash anywhere neither loses nor duplicates a row.
+//!   A state file of the first format (every key inside it, rewritten each window) is migrated
+//!   on open; a CSV file of that format (RFC 4180 records spanning lines) is rewritten one
+//!   record per line, by way of `PATH.v1` so that an interrupted conversion starts over.
 //!
 //! `--token-info` asks `token_info` once at start and prints the token's limit and today's
 //! use. It is off by default because every `token_info` call counts as one use of the daily
@@ -24,7 +39,7 @@
 //! `token_info` once after a 403 TOKEN LIMIT EXCEEDED, when the server still answers it).
 
 use std::collections::HashSet;
-use std::io::{Read as _, Seek as _, Write as _};
+use std::io::{BufRead as _, Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -687,46 +702,99 @@ enum Format {
     Csv,
 }
 
-/// The state file beside a data file.
+/// The state format written now: a small state, the key log beside it, CSV records on one
+/// line each. The first format (no `version`) kept every key in the state file and wrote
+/// RFC 4180 CSV records that could span lines; it is migrated once, on open.
+const STATE_VERSION: u32 = 2;
+
+/// The state file beside a data file: a few hundred bytes whatever the size of the copy.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct FileState {
+    /// [`STATE_VERSION`]; absent (0) in the first format.
+    #[serde(default)]
+    version: u32,
     source: String,
     report: String,
     checkpoint: Option<String>,
     /// Length of the data file when this state was written.
     data_len: u64,
-    keys: Vec<String>,
+    /// Rows in the data file (= lines of the key log) when this state was written.
+    #[serde(default)]
+    rows: u64,
+    /// First format only: every key written. Read to migrate, never written again.
+    #[serde(default, skip_serializing)]
+    keys: Option<Vec<String>>,
 }
 
 struct FileDest {
     path: PathBuf,
     state_path: PathBuf,
+    keys_path: PathBuf,
     format: Format,
     file: std::fs::File,
+    key_log: std::fs::File,
     len: u64,
+    rows: u64,
     header: Option<Vec<String>>,
     keys: HashSet<String>,
-    key_order: Vec<String>,
     source: String,
     report: String,
     checkpoint: Option<NaiveDateTime>,
 }
 
+/// `PATH` + `suffix` (`copy.csv` → `copy.csv.keys`).
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Fsyncs the directory holding `path`, so a rename or a new file in it is durable.
+fn sync_dir(path: &Path) {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn read_state(path: &Path) -> anyhow::Result<Option<FileState>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
+            format!("reading state file {}", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = beside(path, ".tmp");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    sync_dir(path);
+    Ok(())
+}
+
 impl FileDest {
+    /// Opens a file destination and reconciles its three files. The data file is the truth
+    /// about which rows exist: a torn last record is cut, the key log is cut to whole lines,
+    /// extended with the keys of rows written after it (a crash between the two appends) or
+    /// rebuilt when it does not describe the data file, and the checkpoint is dropped (the
+    /// copy is re-read from `--since`, nothing written twice) when the data file holds fewer
+    /// rows than the state says.
     fn open(path: &Path, format: Format, plan: &Plan) -> anyhow::Result<Self> {
-        let mut state_path = path.as_os_str().to_owned();
-        state_path.push(".state.json");
-        let state_path = PathBuf::from(state_path);
-        let state: Option<FileState> = match std::fs::read(&state_path) {
-            Ok(b) => Some(
-                serde_json::from_slice(&b)
-                    .with_context(|| format!("reading state file {}", state_path.display()))?,
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(e).with_context(|| format!("reading {}", state_path.display()));
-            }
-        };
+        let state_path = beside(path, ".state.json");
+        let keys_path = beside(path, ".keys");
+        let mut state = read_state(&state_path)?;
         if let Some(s) = &state
             && (s.source != plan.source || s.report != plan.api)
         {
@@ -739,6 +807,12 @@ impl FileDest {
                 plan.source
             );
         }
+        let backup = beside(path, ".v1");
+        let first_format = state.as_ref().is_some_and(|s| s.version < STATE_VERSION);
+        if format == Format::Csv && (backup.exists() || (first_format && path.exists())) {
+            state = convert_first_format_csv(path, &backup, &state_path, state, plan)
+                .with_context(|| format!("converting {} to one record per line", path.display()))?;
+        }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .read(true)
@@ -748,7 +822,7 @@ impl FileDest {
         // Cut a torn last record (a crash in the middle of a write). The file is streamed,
         // never held in memory.
         let total = file.metadata()?.len();
-        let complete = complete_len(&mut file, format)
+        let complete = complete_len(&mut file, false)
             .with_context(|| format!("reading {}", path.display()))?;
         if complete < total {
             eprintln!(
@@ -760,145 +834,366 @@ impl FileDest {
             file.sync_all()?;
         }
         file.seek(std::io::SeekFrom::Start(0))?;
-        let mut keys = HashSet::new();
-        let mut key_order = Vec::new();
+        let mut data_keys = Vec::new();
         let header = for_each_row(
             std::io::BufReader::new((&file).take(complete)),
             format,
             |r| {
-                let k = plan.key.key(&r)?;
-                if keys.insert(k.clone()) {
-                    key_order.push(k);
-                }
+                data_keys.push(plan.key.key(&r)?);
                 Ok(())
             },
         )
         .with_context(|| format!("reading the rows of {}", path.display()))?;
-        // The state must describe a prefix of the file; if it names rows the file does not
-        // hold (the data file was replaced or cut), start over from --since so nothing is lost.
-        let mut checkpoint = None;
-        if let Some(s) = state {
-            let missing = s.keys.iter().filter(|k| !keys.contains(*k)).count();
-            if missing > 0 {
+        let rows = data_keys.len() as u64;
+
+        // The key log: line i is the key of row i. A key computed again from a row read back
+        // is the key it was written under, except a hash of a CSV row (missing fields come
+        // back empty): there the logged key is kept as well.
+        let (mut key_log, logged) = open_key_log(&keys_path)?;
+        let exact = matches!(plan.key, KeyRule::Field(_)) || format == Format::Ndjson;
+        let prefix =
+            logged.len() <= data_keys.len() && (!exact || logged[..] == data_keys[..logged.len()]);
+        let mut keys: HashSet<String> = data_keys.iter().cloned().collect();
+        if prefix {
+            if logged.len() < data_keys.len() {
+                append_keys(&mut key_log, &data_keys[logged.len()..])
+                    .with_context(|| format!("appending to {}", keys_path.display()))?;
+            }
+            if !exact {
+                keys.extend(logged);
+            }
+        } else {
+            if !logged.is_empty() {
                 eprintln!(
-                    "{}: {missing} rows of the state file are not in the data file; re-reading from --since",
-                    path.display()
+                    "{}: the key log does not describe {} ({} keys for {rows} rows); rebuilt from the data file",
+                    keys_path.display(),
+                    path.display(),
+                    logged.len()
+                );
+            }
+            let mut text = Vec::new();
+            for k in &data_keys {
+                text.extend_from_slice(escape_line(k).as_bytes());
+                text.push(b'\n');
+            }
+            replace_file(&keys_path, &text)?;
+            key_log = open_key_log(&keys_path)?.0;
+        }
+        drop(data_keys);
+
+        // The state describes a prefix of the data file; if the file holds less (it was
+        // replaced or cut), start over from --since so nothing is lost.
+        let mut checkpoint = None;
+        let mut migrated = false;
+        if let Some(s) = state {
+            let (lost, known) = match &s.keys {
+                Some(v1) => {
+                    migrated = true;
+                    (v1.iter().any(|k| !keys.contains(k)), v1.len() as u64)
+                }
+                None => (complete < s.data_len || rows < s.rows, s.rows),
+            };
+            if lost {
+                eprintln!(
+                    "{}: the data file holds less than the state file says ({rows} rows, {complete} bytes; state: {known} rows, {} bytes); re-reading from --since",
+                    path.display(),
+                    s.data_len
                 );
             } else {
                 checkpoint = s
                     .checkpoint
                     .map(|c| parse_wall_clock(&c).map_err(|e| anyhow!("state checkpoint: {e}")))
                     .transpose()?;
-                let extra = keys.len() - s.keys.len().min(keys.len());
-                if extra > 0 {
+                if rows > known {
                     eprintln!(
-                        "{}: {extra} rows written after the last saved state were found and kept",
-                        path.display()
+                        "{}: {} rows written after the last saved state were found and kept",
+                        path.display(),
+                        rows - known
                     );
                 }
             }
         }
-        Ok(Self {
+        let dest = Self {
             path: path.to_owned(),
             state_path,
+            keys_path,
             format,
             len: complete,
+            rows,
             file,
+            key_log,
             header,
             keys,
-            key_order,
             source: plan.source.clone(),
             report: plan.api.clone(),
             checkpoint,
-        })
+        };
+        if migrated {
+            // The first format's state, with every key, is replaced by the small one.
+            dest.save_state()?;
+        }
+        Ok(dest)
     }
 
+    /// Appends the rows not written yet (data, fsync), then their keys (key log, fsync), then
+    /// replaces the small state file: a crash between any two steps is repaired on open.
     fn commit(&mut self, rows: &[(String, &Row)], cp: NaiveDateTime) -> anyhow::Result<u64> {
-        let mut out = Vec::new();
-        let mut new_keys = Vec::new();
         let mut batch = HashSet::new();
-        for (key, row) in rows {
-            if self.keys.contains(key) || !batch.insert(key.clone()) {
-                continue;
-            }
-            match self.format {
-                Format::Ndjson => {
+        let fresh: Vec<&(String, &Row)> = rows
+            .iter()
+            .filter(|(k, _)| !self.keys.contains(k) && batch.insert(k.as_str()))
+            .collect();
+        let mut out = Vec::new();
+        match self.format {
+            Format::Ndjson => {
+                for (_, row) in &fresh {
                     out.extend_from_slice(row.to_json().as_bytes());
                     out.push(b'\n');
                 }
-                Format::Csv => {
-                    let mut w = csv::WriterBuilder::new()
-                        .terminator(csv::Terminator::Any(b'\n'))
-                        .from_writer(&mut out);
-                    if self.header.is_none() {
+            }
+            Format::Csv if !fresh.is_empty() => {
+                let mut w = csv_line_writer(&mut out);
+                let header = match &self.header {
+                    Some(h) => h.clone(),
+                    None => {
                         let h: Vec<String> = if self.report == voxtrail_wire::CHAT_12 {
                             voxtrail_wire::CHAT_12_FIELDS.map(String::from).to_vec()
                         } else {
-                            row.fields().map(|(k, _)| k.to_owned()).collect()
+                            fresh[0].1.fields().map(|(k, _)| k.to_owned()).collect()
                         };
-                        w.write_record(&h)?;
-                        self.header = Some(h);
+                        write_escaped(&mut w, h.iter().map(String::as_str))?;
+                        h
                     }
-                    let h = self.header.as_ref().expect("header set above");
-                    w.write_record(h.iter().map(|f| row.get(f).unwrap_or_default()))?;
-                    w.flush()?;
+                };
+                for (_, row) in &fresh {
+                    write_escaped(
+                        &mut w,
+                        header.iter().map(|f| row.get(f).unwrap_or_default()),
+                    )?;
                 }
+                w.flush()?;
+                drop(w);
+                self.header = Some(header);
             }
-            new_keys.push(key.clone());
+            Format::Csv => {}
         }
-        if !out.is_empty() {
+        if !fresh.is_empty() {
             self.file
                 .write_all(&out)
+                .and_then(|()| self.file.sync_data())
                 .with_context(|| format!("appending to {}", self.path.display()))?;
-            self.file
-                .sync_data()
-                .with_context(|| format!("syncing {}", self.path.display()))?;
             self.len += out.len() as u64;
-        }
-        for k in &new_keys {
-            self.keys.insert(k.clone());
-            self.key_order.push(k.clone());
+            let keys: Vec<String> = fresh.iter().map(|(k, _)| k.clone()).collect();
+            append_keys(&mut self.key_log, &keys)
+                .with_context(|| format!("appending to {}", self.keys_path.display()))?;
+            self.rows += keys.len() as u64;
+            self.keys.extend(keys);
         }
         self.checkpoint = Some(cp);
         self.save_state()?;
-        Ok(new_keys.len() as u64)
+        Ok(fresh.len() as u64)
     }
 
-    /// Replaces the state file atomically: temp file, fsync, rename, fsync of the directory.
+    /// Replaces the small state file atomically.
     fn save_state(&self) -> anyhow::Result<()> {
         let state = FileState {
+            version: STATE_VERSION,
             source: self.source.clone(),
             report: self.report.clone(),
             checkpoint: self.checkpoint.map(format_wall_clock),
             data_len: self.len,
-            keys: self.key_order.clone(),
+            rows: self.rows,
+            keys: None,
         };
-        let mut tmp = self.state_path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        serde_json::to_writer(&mut f, &state)?;
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.state_path)
-            .with_context(|| format!("replacing {}", self.state_path.display()))?;
-        let dir = self
-            .state_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        replace_file(&self.state_path, &serde_json::to_vec(&state)?)
     }
 }
 
-/// Length of the data that ends with a complete record: up to the last newline outside a
-/// quoted CSV field (NDJSON never has a raw newline inside a record).
-fn complete_len(data: &mut impl std::io::Read, format: Format) -> std::io::Result<u64> {
+/// Opens the key log for appending, cutting a torn last line; returns it and its keys.
+fn open_key_log(path: &Path) -> anyhow::Result<(std::fs::File, Vec<String>)> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let total = f.metadata()?.len();
+    let complete =
+        complete_len(&mut f, false).with_context(|| format!("reading {}", path.display()))?;
+    if complete < total {
+        f.set_len(complete)?;
+        f.sync_all()?;
+    }
+    f.seek(std::io::SeekFrom::Start(0))?;
+    let mut keys = Vec::new();
+    for line in std::io::BufReader::new((&f).take(complete)).split(b'\n') {
+        // A line that is not UTF-8 matches no key, so the log is rebuilt.
+        keys.push(unescape_line(&String::from_utf8_lossy(&line?)).into_owned());
+    }
+    Ok((f, keys))
+}
+
+/// Appends one escaped key per line and fsyncs.
+fn append_keys(log: &mut std::fs::File, keys: &[String]) -> std::io::Result<()> {
+    let mut text = Vec::new();
+    for k in keys {
+        text.extend_from_slice(escape_line(k).as_bytes());
+        text.push(b'\n');
+    }
+    log.write_all(&text)?;
+    log.sync_data()
+}
+
+/// Rewrites a CSV file of the first format (RFC 4180 records, which span lines when a value
+/// holds a newline) as one line per record, and returns the state that now describes it.
+/// Crash-safe: the old file is first renamed to `PATH.v1`, the new one written and fsynced,
+/// the state replaced (version 2), and only then `PATH.v1` removed; a run that finds
+/// `PATH.v1` with a first-format state converts again from it.
+fn convert_first_format_csv(
+    path: &Path,
+    backup: &Path,
+    state_path: &Path,
+    state: Option<FileState>,
+    plan: &Plan,
+) -> anyhow::Result<Option<FileState>> {
+    if state.as_ref().is_some_and(|s| s.version >= STATE_VERSION) {
+        // Converted and recorded; only the removal of the old file was cut short.
+        std::fs::remove_file(backup).with_context(|| format!("removing {}", backup.display()))?;
+        return Ok(state);
+    }
+    if !backup.exists() {
+        std::fs::rename(path, backup)
+            .with_context(|| format!("renaming {} to {}", path.display(), backup.display()))?;
+        sync_dir(path);
+    }
+    eprintln!(
+        "{}: converting a CSV file of an earlier voxtrail (records spanning lines) to one record per line; the original is kept as {} until done",
+        path.display(),
+        backup.display()
+    );
+    let mut src =
+        std::fs::File::open(backup).with_context(|| format!("opening {}", backup.display()))?;
+    let complete = complete_len(&mut src, true)?;
+    src.seek(std::io::SeekFrom::Start(0))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(std::io::BufReader::new(src.take(complete)));
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    let mut header: Option<Vec<String>> = None;
+    let mut keys = HashSet::new();
+    let mut rows = 0u64;
+    for rec in reader.records() {
+        let rec = rec?;
+        let mut w = csv_line_writer(&mut out);
+        write_escaped(&mut w, rec.iter())?;
+        w.flush()?;
+        drop(w);
+        match &header {
+            None => header = Some(rec.iter().map(str::to_owned).collect()),
+            Some(h) => {
+                let row = Row::from_pairs(h.iter().map(String::as_str).zip(rec.iter()));
+                keys.insert(plan.key.key(&row)?);
+                rows += 1;
+            }
+        }
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    drop(file);
+    sync_dir(path);
+    let state = state.map(|s| {
+        // The first format's check: the state must name only rows the file holds.
+        let v1 = s.keys.unwrap_or_default();
+        let lost = v1.iter().any(|k| !keys.contains(k));
+        if lost {
+            eprintln!(
+                "{}: rows of the state file are not in the data file; re-reading from --since",
+                path.display()
+            );
+        }
+        FileState {
+            version: STATE_VERSION,
+            checkpoint: if lost { None } else { s.checkpoint },
+            // Bytes of the converted prefix are unknown; the row count is the check.
+            data_len: 0,
+            rows: if lost { 0 } else { (v1.len() as u64).min(rows) },
+            keys: None,
+            ..s
+        }
+    });
+    if let Some(s) = &state {
+        replace_file(state_path, &serde_json::to_vec(s)?)?;
+    }
+    std::fs::remove_file(backup).with_context(|| format!("removing {}", backup.display()))?;
+    sync_dir(path);
+    Ok(state)
+}
+
+/// A CSV writer that ends records with `\n` (values are escaped first, so one line each).
+fn csv_line_writer<W: std::io::Write>(out: W) -> csv::Writer<W> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(out)
+}
+
+/// Writes one CSV record whose values are escaped with [`escape_line`].
+fn write_escaped<'a, W: std::io::Write>(
+    w: &mut csv::Writer<W>,
+    fields: impl IntoIterator<Item = &'a str>,
+) -> csv::Result<()> {
+    w.write_record(fields.into_iter().map(|f| escape_line(f).into_owned()))
+}
+
+/// A value on one line: `\` → `\\`, LF → `\n`, CR → `\r`. CSV quoting (commas, quotes)
+/// comes on top, so a CSV record never spans lines.
+fn escape_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['\\', '\n', '\r']) {
+        return s.into();
+    }
+    let mut o = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            c => o.push(c),
+        }
+    }
+    o.into()
+}
+
+/// The inverse of [`escape_line`]. A backslash before any other character (never written)
+/// is kept as it is.
+fn unescape_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('\\') {
+        return s.into();
+    }
+    let mut o = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            o.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('\\') => o.push('\\'),
+            Some('n') => o.push('\n'),
+            Some('r') => o.push('\r'),
+            Some(x) => {
+                o.push('\\');
+                o.push(x);
+            }
+            None => o.push('\\'),
+        }
+    }
+    o.into()
+}
+
+/// Length of the data that ends with a complete record: up to the last newline, or (for the
+/// first format's CSV, `quoted_newlines`) the last newline outside a quoted field.
+fn complete_len(data: &mut impl std::io::Read, quoted_newlines: bool) -> std::io::Result<u64> {
     let mut in_quotes = false;
     let (mut end, mut at) = (0u64, 0u64);
     let mut buf = vec![0u8; 1 << 16];
@@ -911,7 +1206,7 @@ fn complete_len(data: &mut impl std::io::Read, format: Format) -> std::io::Resul
         };
         for (i, &b) in buf[..n].iter().enumerate() {
             match b {
-                b'"' if format == Format::Csv => in_quotes = !in_quotes,
+                b'"' if quoted_newlines => in_quotes = !in_quotes,
                 b'\n' if !in_quotes => end = at + i as u64 + 1,
                 _ => {}
             }
@@ -943,14 +1238,21 @@ fn for_each_row(
             let mut r = csv::ReaderBuilder::new()
                 .has_headers(true)
                 .from_reader(data);
-            let header: Vec<String> = r.headers()?.iter().map(str::to_owned).collect();
+            let header: Vec<String> = r
+                .headers()?
+                .iter()
+                .map(|h| unescape_line(h).into_owned())
+                .collect();
             if header.is_empty() || header.iter().all(String::is_empty) {
                 return Ok(None);
             }
             for rec in r.records() {
                 let rec = rec?;
                 f(Row::from_pairs(
-                    header.iter().map(String::as_str).zip(rec.iter()),
+                    header
+                        .iter()
+                        .map(String::as_str)
+                        .zip(rec.iter().map(unescape_line)),
                 ))?;
             }
             Ok(Some(header))
@@ -976,10 +1278,35 @@ mod tests {
 
     #[test]
     fn torn_records_are_found() {
-        let len = |d: &[u8], f| complete_len(&mut &d[..], f).unwrap();
-        assert_eq!(len(b"{\"a\":1}\n{\"a\"", Format::Ndjson), 8);
-        assert_eq!(len(b"a,b\n1,\"x\ny\"\n2,\"z\n", Format::Csv), 12);
-        assert_eq!(len(b"", Format::Csv), 0);
+        let len = |d: &[u8], quoted| complete_len(&mut &d[..], quoted).unwrap();
+        assert_eq!(len(b"{\"a\":1}\n{\"a\"", false), 8);
+        assert_eq!(len(b"a,b\n1,\"x\\ny\"\n2,\"z", false), 13);
+        assert_eq!(len(b"a,b\n1,\"x\ny\"\n2,\"z\n", true), 12);
+        assert_eq!(len(b"", false), 0);
+    }
+
+    #[test]
+    fn escaping_keeps_every_value_on_one_line_and_comes_back_exactly() {
+        for v in [
+            "",
+            "plain",
+            "a\nb",
+            "a\r\nb",
+            "\\",
+            "C:\\new\\table",
+            "literal \\n not a newline",
+            "ends with \\",
+            "\\\n\r\\r",
+            "comma, \"quote\"",
+            "línea 1\nlínea 2",
+        ] {
+            let e = escape_line(v);
+            assert!(!e.contains(['\n', '\r']), "{v:?} → {e:?}");
+            assert_eq!(unescape_line(&e), v, "{v:?} → {e:?}");
+        }
+        assert_eq!(escape_line("a\\b\nc\rd"), "a\\\\b\\nc\\rd");
+        // Not written by us, read leniently.
+        assert_eq!(unescape_line("a\\tb\\"), "a\\tb\\");
     }
 
     #[test]

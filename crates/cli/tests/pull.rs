@@ -92,19 +92,54 @@ fn ndjson_copy(path: &Path) -> Copy {
     m
 }
 
+/// Undoes the escaping of a value in a CSV copy: `\\` → `\`, `\n` → LF, `\r` → CR.
+fn unescape(s: &str) -> String {
+    let mut o = String::new();
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        match (c, c == '\\') {
+            (_, true) => match it.next() {
+                Some('n') => o.push('\n'),
+                Some('r') => o.push('\r'),
+                Some('\\') => o.push('\\'),
+                other => panic!("unexpected escape \\{other:?} in {s:?}"),
+            },
+            (c, false) => o.push(c),
+        }
+    }
+    o
+}
+
+/// One physical line of a CSV copy, which must hold exactly one whole record, decoded.
+fn csv_line(line: &str) -> Vec<String> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(line.as_bytes());
+    let recs: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert_eq!(recs.len(), 1, "{line:?} is not one record");
+    recs[0].iter().map(unescape).collect()
+}
+
+/// A CSV copy read one physical line at a time: a header, then one record per line.
 fn csv_copy(path: &Path) -> Copy {
     let mut m = Copy::new();
-    let Ok(data) = std::fs::read(path) else {
+    let Ok(text) = std::fs::read_to_string(path) else {
         return m;
     };
-    let mut r = csv::Reader::from_reader(&data[..]);
-    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
-    for rec in r.records() {
-        let rec = rec.unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'), "torn last line");
+    assert!(!text.contains('\r'), "a raw CR in the CSV copy");
+    let mut lines = text.split_terminator('\n');
+    let Some(head) = lines.next() else {
+        return m;
+    };
+    let header = csv_line(head);
+    for line in lines {
+        let rec = csv_line(line);
+        assert_eq!(rec.len(), header.len(), "{line:?}");
         let obj: serde_json::Map<String, Value> = header
             .iter()
-            .zip(rec.iter())
-            .map(|(k, v)| (k.clone(), Value::String(v.to_owned())))
+            .zip(rec)
+            .map(|(k, v)| (k.clone(), Value::String(v)))
             .collect();
         insert_unique(&mut m, Value::Object(obj), "the csv copy");
     }
@@ -449,6 +484,8 @@ async fn pull_through_a_faulty_truncating_fake_copies_everything() {
     assert_same(&csv_copy(&out), &want, "csv copy");
     // The state file sits beside the data, and the file holds a header plus the rows only.
     assert!(env.path("copy.csv.state.json").exists());
+    assert_eq!(newlines(&env.path("copy.csv.keys")), rows.len());
+    assert_eq!(newlines(&out), rows.len() + 1);
     assert!(read(&log).contains("pull done"), "{}", read(&log));
 }
 
@@ -786,6 +823,304 @@ async fn sigint_finishes_the_current_window_and_saves_its_checkpoint() {
     let st = pull(&args, &log).status().unwrap();
     assert!(st.success(), "{}", read(&log));
     assert_eq!(ndjson_copy(&out).len(), 72);
+}
+
+/// The fake's rows as the copy must hold them.
+fn fake_copy(rows: &[fake::FakeRow]) -> Copy {
+    rows.iter()
+        .map(|r| {
+            let obj: serde_json::Map<String, Value> = r
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            (r.get("conn_id").to_owned(), Value::Object(obj))
+        })
+        .collect()
+}
+
+/// Rows whose values hold everything a line-based CSV must escape: LF, CR LF, lone CR,
+/// backslashes (before n, r, at the end), commas and quotes — in bodies, subjects and keys.
+fn awkward_rows() -> Vec<fake::FakeRow> {
+    let mut rows = fake::spread("k", 40, "2026-08-01 00:00:00", 900);
+    let set = |r: &mut fake::FakeRow, k: &str, v: &str| {
+        r.fields.iter_mut().find(|(n, _)| n == k).unwrap().1 = v.to_owned();
+    };
+    set(&mut rows[1], "body", "C:\\new\\table\\");
+    set(&mut rows[2], "subject", "\\n is not a newline, \\r neither");
+    set(&mut rows[3], "body", "a\r\nb\rc\nd\\\\e\n");
+    set(&mut rows[4], "conn_id", "id,\"4\"\\n");
+    set(&mut rows[5], "conn_id", "id\nwith a newline\\");
+    set(
+        &mut rows[6],
+        "description_cod_act",
+        "\"quoted\", then \\\"escaped\\\"",
+    );
+    set(&mut rows[7], "body", "\n\n\r\r\\\\\\");
+    set(&mut rows[8], "agent_name", "");
+    rows
+}
+
+fn newlines(path: &Path) -> usize {
+    std::fs::read(path)
+        .unwrap()
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+}
+
+/// Issue 5: a CSV copy holds exactly one row per line (values with newlines, CRs and
+/// backslashes are escaped), reads back exactly, and a second pull writes nothing. A file cut
+/// in its last record (and a key log then longer than the data) or a key log cut short is
+/// repaired on the next run, with the same exact copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_copy_is_one_record_per_line_and_reads_back_exactly() {
+    use fake::{Fake, Mode};
+    let rows = awkward_rows();
+    let fake = Fake::start(rows.clone(), Mode::default()).await;
+    let env = Env::new();
+    let out = env.path("copy.csv");
+    let keys = env.path("copy.csv.keys");
+    let log = env.path("pull.log");
+    let into = format!("csv:{}", out.display());
+    let args = [
+        "--url",
+        &fake.url(),
+        "--token",
+        "t",
+        "--since",
+        "20260731000000",
+        "--until",
+        "20260802000000",
+        "--timezone",
+        "UTC",
+        "--window",
+        "2h",
+        "--into",
+        &into,
+    ];
+    let run = |new: usize| {
+        let st = pull(&args, &log).status().unwrap();
+        let text = read(&log);
+        assert!(st.success(), "{text}");
+        let want = format!(" {new} new rows written, checkpoint 20260802000000\n");
+        assert!(text.ends_with(&want), "{want}: {text}");
+    };
+    let want = fake_copy(&rows);
+    run(rows.len());
+    // `wc -l`: the header and one line per row.
+    assert_eq!(newlines(&out), rows.len() + 1);
+    assert_eq!(newlines(&keys), rows.len());
+    assert_same(&csv_copy(&out), &want, "csv copy");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.starts_with(&(voxtrail_wire::CHAT_12_FIELDS.join(",") + "\n")),
+        "{text}"
+    );
+    assert!(text.contains(r#",C:\\new\\table\\,"#), "{text}");
+
+    // Pulling again writes nothing.
+    run(0);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+
+    // A crash in the middle of the last record: the next run cuts it, finds the state (and
+    // the key log) describing more rows than the file holds, re-reads from --since, and
+    // writes that one row again.
+    let f = std::fs::OpenOptions::new().write(true).open(&out).unwrap();
+    f.set_len(text.len() as u64 - 7).unwrap();
+    drop(f);
+    run(1);
+    assert!(read(&log).contains("cutting a torn last record"));
+    assert!(read(&log).contains("re-reading from --since"));
+    assert!(read(&log).contains("rebuilt from the data file"));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+    assert_eq!(newlines(&keys), rows.len());
+
+    // A key log cut short (a crash between the data and the key log) is completed.
+    let k = std::fs::read_to_string(&keys).unwrap();
+    let cut: usize = k
+        .split_inclusive('\n')
+        .take(rows.len() - 3)
+        .map(str::len)
+        .sum();
+    std::fs::write(&keys, &k[..cut + 2]).unwrap();
+    run(0);
+    assert_eq!(std::fs::read_to_string(&keys).unwrap(), k);
+    assert_same(&csv_copy(&out), &want, "csv copy after repairs");
+}
+
+/// Issue 5: the state file beside a file copy holds the checkpoint and counts, not the keys:
+/// its size does not grow with the copy (before: every key, rewritten every window). The
+/// keys are in the append-only key log, one line per row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_state_stays_small_as_the_copy_grows() {
+    use fake::{Fake, Mode, spread};
+    let rows = spread(
+        "many-rows-with-a-long-key-",
+        3000,
+        "2026-09-01 00:00:00",
+        60,
+    );
+    let fake = Fake::start(rows.clone(), Mode::default()).await;
+    let env = Env::new();
+    let out = env.path("copy.ndjson");
+    let state = env.path("copy.ndjson.state.json");
+    let log = env.path("pull.log");
+    let into = format!("ndjson:{}", out.display());
+    let url = fake.url();
+    let args = |until: &'static str| {
+        [
+            "--url",
+            &url,
+            "--token",
+            "t",
+            "--since",
+            "20260901000000",
+            "--until",
+            until,
+            "--timezone",
+            "UTC",
+            "--window",
+            "1h",
+            "--into",
+            &into,
+        ]
+        .map(str::to_owned)
+    };
+    let run = |until| {
+        let a = args(until);
+        let st = pull(&a.iter().map(String::as_str).collect::<Vec<_>>(), &log)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{}", read(&log));
+        std::fs::metadata(&state).unwrap().len()
+    };
+    // 300 rows, then all 3,000 (50 one-hour windows).
+    let small = run("20260901045959");
+    let big = run("20260903040000");
+    assert_eq!(ndjson_copy(&out).len(), rows.len());
+    assert_eq!(newlines(&env.path("copy.ndjson.keys")), rows.len());
+    assert!(big < 1024, "state file of {big} bytes");
+    assert!(
+        big <= small + 4,
+        "the state grew from {small} to {big} bytes"
+    );
+    let s: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(s["rows"], 3000);
+    assert_eq!(s["data_len"], std::fs::metadata(&out).unwrap().len());
+    assert!(s.get("keys").is_none(), "{s}");
+}
+
+/// A copy made by the first file format (every key in `PATH.state.json`; CSV records that
+/// span lines) is migrated once: the state becomes small, the CSV one record per line, and
+/// nothing is written twice. An interrupted CSV conversion (`PATH.v1` left behind) is done
+/// again from the original.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_the_first_file_format_is_migrated_once() {
+    use fake::{Fake, Mode};
+    let rows = awkward_rows();
+    let fake = Fake::start(rows.clone(), Mode::default()).await;
+    let want = fake_copy(&rows);
+    let env = Env::new();
+    // The first 25 rows (up to 06:00) as the first format wrote them.
+    let old = &rows[..25];
+    let mut ndjson = String::new();
+    let mut csv_w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    csv_w.write_record(voxtrail_wire::CHAT_12_FIELDS).unwrap();
+    for r in old {
+        ndjson.push_str(&serde_json::to_string(&want[r.get("conn_id")]).unwrap());
+        ndjson.push('\n');
+        csv_w
+            .write_record(voxtrail_wire::CHAT_12_FIELDS.map(|f| r.get(f)))
+            .unwrap();
+    }
+    let csv_text = csv_w.into_inner().unwrap();
+    assert!(
+        csv_text.iter().filter(|b| **b == b'\n').count() > old.len() + 1,
+        "the first format's CSV should span lines here"
+    );
+    let keys: Vec<&str> = old.iter().map(|r| r.get("conn_id")).collect();
+    for (case, data) in [
+        ("ndjson", ndjson.into_bytes()),
+        ("csv", csv_text.clone()),
+        ("csv-interrupted", csv_text),
+    ] {
+        let kind = if case == "ndjson" { "ndjson" } else { "csv" };
+        let out = env.path(&format!("{case}.{kind}"));
+        let state = serde_json::json!({
+            "source": fake.url(),
+            "report": "chat_12",
+            "checkpoint": "20260801055959",
+            "data_len": data.len(),
+            "keys": keys,
+        });
+        if case == "csv-interrupted" {
+            // Renamed aside, then a half-written conversion.
+            std::fs::write(env.path(&format!("{case}.{kind}.v1")), &data).unwrap();
+            std::fs::write(&out, &data[..data.len() / 3]).unwrap();
+        } else {
+            std::fs::write(&out, &data).unwrap();
+        }
+        std::fs::write(
+            env.path(&format!("{case}.{kind}.state.json")),
+            state.to_string(),
+        )
+        .unwrap();
+        let log = env.path(&format!("{case}.log"));
+        let into = format!("{kind}:{}", out.display());
+        let args = [
+            "--url",
+            &fake.url(),
+            "--token",
+            "t",
+            "--since",
+            "20260731000000",
+            "--until",
+            "20260802000000",
+            "--timezone",
+            "UTC",
+            "--lookback",
+            "0s",
+            "--into",
+            &into,
+        ];
+        let st = pull(&args, &log).status().unwrap();
+        let text = read(&log);
+        assert!(st.success(), "{case}: {text}");
+        let new = rows.len() - old.len();
+        assert!(
+            text.ends_with(&format!(
+                " {new} new rows written, checkpoint 20260802000000\n"
+            )),
+            "{case}: {text}"
+        );
+        let copy = if kind == "csv" {
+            assert_eq!(newlines(&out), rows.len() + 1, "{case}");
+            assert!(text.contains("converting"), "{case}: {text}");
+            csv_copy(&out)
+        } else {
+            ndjson_copy(&out)
+        };
+        assert_same(&copy, &want, case);
+        assert!(!env.path(&format!("{case}.{kind}.v1")).exists(), "{case}");
+        let state = env.path(&format!("{case}.{kind}.state.json"));
+        assert!(std::fs::metadata(&state).unwrap().len() < 1024, "{case}");
+        assert_eq!(
+            newlines(&env.path(&format!("{case}.{kind}.keys"))),
+            rows.len()
+        );
+        // Once only: the next run finds the new format and writes nothing.
+        let st = pull(&args, &log).status().unwrap();
+        assert!(st.success(), "{case}: {}", read(&log));
+        let text = read(&log);
+        assert!(text.ends_with(" 0 new rows written, checkpoint 20260802000000\n"));
+        assert_eq!(
+            text.matches("converting").count(),
+            usize::from(kind == "csv")
+        );
+    }
 }
 
 /// Issue 5: a used-up daily limit ends `voxtrail pull` with a non-zero exit and one error
