@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # PostgreSQL vs SQLite on the same seeded data (issue 4): random 5-minute polls (32 keep-alive
 # connections and 1), one ~60,000-row answer with curl (and the server's peak RSS), and
-# `voxtrail seed` throughput — each figure measured on both backends in the same run.
+# `voxtrail seed` throughput — each figure measured on both backends in the same run. Baselines
+# in the same run: PostgreSQL alone (loadgen --pg-url: the same windows read straight from the
+# database with the server's row query), and PostgreSQL alone plus the server's limit
+# statements (--pg-limits), so the table shows what the database, the limits and voxtrail each
+# cost.
 #
 # Data: operations op01…op$OPS, each `voxtrail seed --count $COUNT --days 7 --until
 # 20261008000000 --seed 42` (the rows of polls.sh's op01…), 4 report tokens per operation,
@@ -110,10 +114,16 @@ done
 # directly with the server's own row query (loadgen --pg-url), no HTTP, no limits — the
 # ceiling the PostgreSQL backend can approach.
 PG_DIRECT="${PG_ADMIN_URL%/*}/$PG_DB"
+# With --pg-limits each read also runs the server's limit statements (slot + use in the same
+# statement as the rows, then the unlock): what the cross-replica limits cost PostgreSQL.
 for conns in "$CONNS" 1; do
     run_fg "$LOADGEN" --addr 127.0.0.1:1 --pg-url "$PG_DIRECT" --tokens "$OUT_DIR/pg.postgres.tokens" \
         --connections "$conns" --duration "$DURATION" --warmup "$WARMUP" --from "$FROM" --to "$UNTIL" \
         --window-secs 300 --threads 1 --seed 7 --label pg-alone >>"$RES"
+    run_fg "$LOADGEN" --addr 127.0.0.1:1 --pg-url "$PG_DIRECT" --pg-limits \
+        --tokens "$OUT_DIR/pg.postgres.tokens" --connections "$conns" --duration "$DURATION" \
+        --warmup "$WARMUP" --from "$FROM" --to "$UNTIL" --window-secs 300 --threads 1 --seed 7 \
+        --label pg-alone-limits >>"$RES"
 done
 read -r BIG_TO BIG_SECS < <(python3 - "$INI" "$END" <<'PY'
 import datetime, sys
@@ -162,6 +172,14 @@ line("60k-row answer seconds (best)", bs["secs"], bp["secs"], ba["p50_ms"] / 100
 line("server peak RSS MB", one("sqlite", kind="rss")[0]["kb"] / 1024, one("postgres", kind="rss")[0]["kb"] / 1024)
 ss, sp = one("sqlite", kind="seed")[0], one("postgres", kind="seed")[0]
 line("seed rows/s", ss["rows"] / ss["secs"], sp["rows"] / sp["secs"])
+print()
+print("Where a PostgreSQL poll's time goes (answers/s; same windows, same run)")
+print(f"{'connections':<14}{'rows only':>12}{'+ limits':>12}{'voxtrail':>12}{'voxtrail/+limits':>18}")
+for c in (conns, 1):
+    a = [r for r in one("pg-alone") if r.get("connections") == c][0]["answers_per_s"]
+    l = [r for r in one("pg-alone-limits") if r.get("connections") == c][0]["answers_per_s"]
+    v = [r for r in one("postgres") if r.get("connections") == c][0]["answers_per_s"]
+    print(f"{c:<14}{a:>12.1f}{l:>12.1f}{v:>12.1f}{v / l:>17.2f}x")
 print(f"answer size: {bs['bytes']} bytes")
 PY
 machine_line

@@ -89,6 +89,11 @@ struct Args {
     /// Query this PostgreSQL database directly instead of the HTTP server (a 127.0.0.1 URL).
     #[arg(long)]
     pg_url: Option<String>,
+    /// With --pg-url: also run the server's limit statements around each read (take a slot and
+    /// count a use in the same statement as the rows, then unlock), on junk token ids
+    /// 1,000,000+ of day 20990101 — what the cross-replica limits cost PostgreSQL itself.
+    #[arg(long, requires = "pg_url")]
+    pg_limits: bool,
 }
 
 struct Token {
@@ -96,6 +101,8 @@ struct Token {
     /// The operation's name, then (with `--pg-url`) its id.
     operation: String,
     operation_id: std::sync::atomic::AtomicI64,
+    /// Position in the tokens file: the advisory-lock key of --pg-limits.
+    index: i64,
     in_use: AtomicU32,
 }
 
@@ -122,6 +129,7 @@ impl Pool {
                 header: HeaderValue::from_str(tok).context("token is not a valid header value")?,
                 operation: op.to_owned(),
                 operation_id: std::sync::atomic::AtomicI64::new(0),
+                index: n as i64,
                 in_use: AtomicU32::new(0),
             });
         }
@@ -275,44 +283,101 @@ async fn one_request(
 /// What one "connection" talks to: the HTTP server, or PostgreSQL directly.
 enum Target {
     Http(Option<Sender>),
-    Pg(Option<(tokio_postgres::Client, tokio_postgres::Statement)>),
+    Pg(Option<PgTarget>),
 }
 
 /// The report's own row query (crates/server/src/store/postgres.rs).
-const PG_ROWS: &str = "SELECT json FROM interactions
+const PG_ROWS: &str = "SELECT NULL::int4, NULL::int8, json FROM interactions
  WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3 ORDER BY local_ts, seq";
 
-async fn pg_connect(
-    url: &str,
-) -> anyhow::Result<(tokio_postgres::Client, tokio_postgres::Statement)> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+/// The server's admission-and-rows statement (ADMIT_AND_FIRST_ROWS in
+/// crates/server/src/store/postgres.rs) with a junk token `$4`: slot, use, then the rows.
+const PG_LIMITED_ROWS: &str = "
+WITH slot AS (
+    SELECT k FROM generate_series(0, 1) AS k
+     WHERE pg_try_advisory_lock($4::int4, k) LIMIT 1
+), counted AS (
+    INSERT INTO token_usage(token_id, day, used) SELECT 1000000 + $4::int8, 20990101, 1 FROM slot
+    ON CONFLICT (token_id, day) DO UPDATE SET used = token_usage.used + 1
+    WHERE token_usage.used < 1000000000000
+    RETURNING used
+)
+SELECT (SELECT k FROM slot), (SELECT used FROM counted), NULL::bytea
+UNION ALL
+(SELECT NULL, NULL, json FROM interactions
+  WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3 AND EXISTS (SELECT 1 FROM counted)
+  ORDER BY local_ts, seq
+  LIMIT 257)";
+
+/// A direct PostgreSQL connection with its prepared statements.
+struct PgTarget {
+    client: tokio_postgres::Client,
+    rows: tokio_postgres::Statement,
+    unlock: Option<tokio_postgres::Statement>,
+}
+
+async fn pg_connect(url: &str, limits: bool) -> anyhow::Result<PgTarget> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    if limits {
+        // As the server's lock connections run.
+        config.options("-c synchronous_commit=off -c plan_cache_mode=force_generic_plan");
+    }
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let st = client.prepare(PG_ROWS).await?;
-    Ok((client, st))
+    let rows = client
+        .prepare(if limits { PG_LIMITED_ROWS } else { PG_ROWS })
+        .await?;
+    let unlock = match limits {
+        true => Some(
+            client
+                .prepare("SELECT pg_advisory_unlock($1::int4, $2)")
+                .await?,
+        ),
+        false => None,
+    };
+    Ok(PgTarget {
+        client,
+        rows,
+        unlock,
+    })
 }
 
 /// Bytes of the rows of one window, straight from PostgreSQL, streamed as they arrive (as the
-/// server reads them).
-async fn pg_request(
-    client: &tokio_postgres::Client,
-    st: &tokio_postgres::Statement,
-    op: i64,
-    ini: i64,
-    end: i64,
-) -> Result<u64, String> {
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&op, &ini, &end];
-    let rows = client
-        .query_raw(st, params)
-        .await
-        .map_err(|e| format!("transport: {e}"))?;
+/// server reads them); with limits, the slot is freed afterwards as the server frees it.
+async fn pg_request(pg: &PgTarget, op: i64, ini: i64, end: i64, token: i64) -> Result<u64, String> {
+    let key = token as i32;
+    let rows = match &pg.unlock {
+        Some(_) => {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&op, &ini, &end, &key];
+            pg.client.query_raw(&pg.rows, params).await
+        }
+        None => {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&op, &ini, &end];
+            pg.client.query_raw(&pg.rows, params).await
+        }
+    }
+    .map_err(|e| format!("transport: {e}"))?;
     let mut rows = std::pin::pin!(rows);
     let mut bytes = 0u64;
+    let mut slot: Option<i32> = None;
     while let Some(r) = std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await {
         let r = r.map_err(|e| format!("body: {e}"))?;
-        let json: &[u8] = r.try_get(0).map_err(|e| format!("body: {e}"))?;
-        bytes += json.len() as u64 + 1;
+        match r
+            .try_get::<_, Option<&[u8]>>(2)
+            .map_err(|e| format!("body: {e}"))?
+        {
+            Some(json) => bytes += json.len() as u64 + 1,
+            None => slot = r.try_get(0).map_err(|e| format!("body: {e}"))?,
+        }
+    }
+    if let Some(unlock) = &pg.unlock {
+        let k = slot.ok_or("no free slot (two per token)")?;
+        pg.client
+            .query_one(unlock, &[&key, &k])
+            .await
+            .map_err(|e| format!("transport: {e}"))?;
     }
     Ok(bytes)
 }
@@ -332,11 +397,16 @@ async fn connection(sh: Arc<Shared>, id: usize) -> Tally {
             Target::Http(s @ None) => connect(sh.args.addr).await.map(|c| {
                 *s = Some(c);
             }),
-            Target::Pg(s @ None) => pg_connect(sh.args.pg_url.as_deref().unwrap_or_default())
+            Target::Pg(s @ None) => {
+                pg_connect(
+                    sh.args.pg_url.as_deref().unwrap_or_default(),
+                    sh.args.pg_limits,
+                )
                 .await
-                .map(|c| {
-                    *s = Some(c);
-                }),
+            }
+            .map(|c| {
+                *s = Some(c);
+            }),
             _ => Ok(()),
         };
         if let Err(e) = connected {
@@ -363,7 +433,7 @@ async fn connection(sh: Arc<Shared>, id: usize) -> Tally {
                     );
                     one_request(s, &host, &uri, &token.header).await
                 }
-                Target::Pg(Some((client, st))) => {
+                Target::Pg(Some(pg)) => {
                     let ts = |t: NaiveDateTime| {
                         t.format(TS_FORMAT)
                             .to_string()
@@ -371,7 +441,7 @@ async fn connection(sh: Arc<Shared>, id: usize) -> Tally {
                             .unwrap_or_default()
                     };
                     let op = token.operation_id.load(Ordering::Relaxed);
-                    pg_request(client, st, op, ts(ini), ts(end)).await
+                    pg_request(pg, op, ts(ini), ts(end), token.index).await
                 }
                 _ => Err("transport: not connected".to_owned()),
             }
