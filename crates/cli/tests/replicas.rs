@@ -246,3 +246,74 @@ async fn back_to_back_requests_never_find_their_own_slot_held() {
         c.await.unwrap();
     }
 }
+
+/// PostgreSQL going away under a running replica: report, token_info and ingestion requests
+/// get 503 THE DATABASE CANNOT BE REACHED with `Retry-After` (never a 500, never a hang), the
+/// replica stays up, and it serves again on its own once the database is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_database_answers_503_and_the_replica_recovers() {
+    let Some((env, db)) = pg_env("db_lost") else {
+        return;
+    };
+    env.operation("acme", "America/Bogota");
+    env.import_ndjson(
+        "acme",
+        &format!("{}\n", record("r1", "2026-10-01 08:00:00")),
+    );
+    let token = env.token("acme", "report", None);
+    let ingest = env.token("acme", "ingest", None);
+    let server = env.serve(None);
+    let url = server.report_url("20261001000000", "20261001235959");
+    assert_eq!(get(&url, &token).await.0, 200);
+
+    db.set_accepting(false);
+    let unavailable = error_json(
+        503,
+        "SERVICE UNAVAILABLE",
+        "THE DATABASE CANNOT BE REACHED; RETRY SHORTLY",
+    );
+    let info = server.url("/api/v2/information.php?api=token_info");
+    for _ in 0..3 {
+        for target in [&url, &info] {
+            let resp = plain_client()
+                .get(target.as_str())
+                .header("wolkvox-token", &token)
+                .send()
+                .await
+                .expect("the replica answers");
+            assert_eq!(resp.status().as_u16(), 503, "{target}");
+            assert_eq!(resp.headers()["retry-after"], "5");
+            assert_eq!(resp.text().await.unwrap(), unavailable);
+        }
+    }
+    let posted = plain_client()
+        .post(server.url("/api/v2/interactions"))
+        .header("wolkvox-token", &ingest)
+        .header("content-type", "application/x-ndjson")
+        .body(format!("{}\n", record("r2", "2026-10-01 09:00:00")))
+        .send()
+        .await
+        .expect("the replica answers");
+    assert_eq!(posted.status().as_u16(), 503);
+    assert!(
+        server.logs().contains("database unavailable"),
+        "the cause is logged"
+    );
+
+    db.set_accepting(true);
+    assert!(
+        eventually(Duration::from_secs(10), async || get(&url, &token).await.0
+            == 200)
+        .await,
+        "the replica serves again once the database is back"
+    );
+    let (status, body) = get(&url, &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(json(body.as_bytes())["data"].as_array().unwrap().len(), 1);
+    let ready = plain_client()
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+}

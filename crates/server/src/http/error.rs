@@ -67,6 +67,10 @@ pub enum ApiError {
     BodyTimeout(std::time::Duration),
     #[error("the database is busy")]
     Busy,
+    /// The database cannot be reached (PostgreSQL down, restarting or out of connections);
+    /// the cause goes to the log only.
+    #[error("database unavailable: {0:#}")]
+    DatabaseUnavailable(anyhow::Error),
     /// A bug or an infrastructure failure; the cause goes to the log only.
     #[error("internal error: {0:#}")]
     Internal(anyhow::Error),
@@ -199,6 +203,11 @@ impl ApiError {
                 "SERVICE UNAVAILABLE",
                 "THE DATABASE IS BUSY; RETRY SHORTLY".into(),
             ),
+            Self::DatabaseUnavailable(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "SERVICE UNAVAILABLE",
+                "THE DATABASE CANNOT BE REACHED; RETRY SHORTLY".into(),
+            ),
             Self::Internal(_) => (
                 S::INTERNAL_SERVER_ERROR,
                 "INTERNAL SERVER ERROR",
@@ -244,6 +253,7 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::Busy => Self::Busy,
+            e @ crate::store::StoreError::Unavailable(_) => Self::DatabaseUnavailable(e.into()),
             other => Self::Internal(other.into()),
         }
     }
@@ -273,6 +283,10 @@ impl IntoResponse for ApiError {
             }
             Self::Busy => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::DatabaseUnavailable(cause) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                tracing::error!(error = format!("{cause:#}"), "database unavailable");
             }
             Self::MethodNotAllowed { allow } => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allow));

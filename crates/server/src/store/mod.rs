@@ -37,7 +37,11 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database error: {}", pg_text(.0))]
-    Postgres(#[from] ::postgres::Error),
+    Postgres(::postgres::Error),
+    /// The database cannot be reached (connection refused or lost, server shutting down, too
+    /// many connections): the client may retry; the operator must look.
+    #[error("the database cannot be reached: {}", pg_text(.0))]
+    Unavailable(::postgres::Error),
     /// Displayed with its cause; the cause is deliberately not a `source`, so error chains
     /// do not print it twice.
     #[error("{context}: {cause}")]
@@ -55,6 +59,36 @@ impl StoreError {
                 Self::Busy
             }
             _ => Self::Sqlite(e),
+        }
+    }
+}
+
+impl From<::postgres::Error> for StoreError {
+    /// Connection-level failures become [`StoreError::Unavailable`]; everything else (a
+    /// statement PostgreSQL refused) stays [`StoreError::Postgres`].
+    fn from(e: ::postgres::Error) -> Self {
+        use ::postgres::error::SqlState;
+        let unavailable = match e.code() {
+            Some(c) => {
+                *c == SqlState::ADMIN_SHUTDOWN
+                    || *c == SqlState::CRASH_SHUTDOWN
+                    || *c == SqlState::CANNOT_CONNECT_NOW
+                    || *c == SqlState::TOO_MANY_CONNECTIONS
+                    || *c == SqlState::CONNECTION_EXCEPTION
+                    || *c == SqlState::CONNECTION_FAILURE
+                    || *c == SqlState::INVALID_CATALOG_NAME
+            }
+            // No SQLSTATE: unavailable when the connection is closed or I/O failed (refused,
+            // reset, timed out) — not for the driver's own conversion errors.
+            None => {
+                e.is_closed()
+                    || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
+            }
+        };
+        if unavailable {
+            Self::Unavailable(e)
+        } else {
+            Self::Postgres(e)
         }
     }
 }

@@ -72,7 +72,12 @@ impl AsyncPool {
         let pooled = match reused {
             Some(p) => p,
             None => {
-                let (client, connection) = self.config.connect(NoTls).await?;
+                // Whatever refused the connection, the database cannot be reached.
+                let (client, connection) = self
+                    .config
+                    .connect(NoTls)
+                    .await
+                    .map_err(StoreError::Unavailable)?;
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
                         tracing::debug!(error = %e, "PostgreSQL connection ended");

@@ -176,7 +176,7 @@ impl Pool {
                     Err(e) => {
                         lock(&self.state).open -= 1;
                         self.freed.notify_one();
-                        Err(e.into())
+                        Err(StoreError::Unavailable(e))
                     }
                 };
             }

@@ -105,6 +105,28 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Refuses (`false`) or accepts again (`true`) new connections to this database; refusing
+    /// also ends every session on it — what a server that went away looks like to a client.
+    pub fn set_accepting(&self, on: bool) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        off_runtime(move || -> Result<(), postgres::Error> {
+            let mut c = admin(&url)?;
+            c.batch_execute(&format!(
+                "ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS {on}"
+            ))?;
+            if !on {
+                c.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    &[&name],
+                )?;
+            }
+            Ok(())
+        })
+        .expect("changing whether the test database accepts connections");
+    }
+}
+
 /// The admin URL with its database name replaced.
 fn rebuild_url(admin_url: &str, db: &str) -> String {
     let (base, query) = match admin_url.split_once('?') {
