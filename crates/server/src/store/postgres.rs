@@ -324,8 +324,12 @@ impl PgStore {
             c
         };
         let report_config = with_options("-c plan_cache_mode=force_generic_plan");
-        let lock_config =
-            with_options("-c plan_cache_mode=force_generic_plan -c synchronous_commit=off");
+        // No parallel plans on lock connections: the admission row of ADMIT_AND_FIRST_ROWS
+        // must come before the rows (a plain Append runs its branches in order).
+        let lock_config = with_options(
+            "-c plan_cache_mode=force_generic_plan -c synchronous_commit=off \
+             -c max_parallel_workers_per_gather=0",
+        );
         let store = Self {
             inner: Arc::new(Inner {
                 display,
@@ -667,7 +671,7 @@ impl PgStore {
                 match row.try_get::<_, Option<&[u8]>>(2)? {
                     None => admission = Some((row.try_get(0)?, row.try_get(1)?)),
                     Some(json) => {
-                        if !rows.add(json) {
+                        if !rows.add(json) && admission.is_some() {
                             break; // not poll-sized; the driver skips the rest (≤ 257 rows)
                         }
                     }
@@ -994,6 +998,9 @@ struct SmallRows {
 impl SmallRows {
     /// Keeps one row; `false` once the window is known not to be poll-sized.
     fn add(&mut self, row: &[u8]) -> bool {
+        if self.overflowed {
+            return false;
+        }
         if self.ends.len() >= SMALL_ROWS || self.json.len() + row.len() > SMALL_BYTES {
             self.overflowed = true;
             self.json = Vec::new();
