@@ -365,11 +365,16 @@ impl PgStore {
         result
     }
 
+    /// Whether the database answers. A pooled connection that died while idle (the database
+    /// restarted) fails once and is closed; the second try opens a fresh one.
     pub fn ping(&self) -> StoreResult<()> {
-        let mut conn = self.conn()?;
-        let st = conn.prepared("SELECT 1")?;
-        conn.client().query_one(&st, &[])?;
-        Ok(())
+        let once = || -> StoreResult<()> {
+            let mut conn = self.conn()?;
+            let st = conn.prepared("SELECT 1")?;
+            conn.client().query_one(&st, &[])?;
+            Ok(())
+        };
+        once().or_else(|_| once())
     }
 
     pub fn create_operation(
