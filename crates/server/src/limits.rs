@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::store::{
-    Admission, PgSlot, ReportQuery, ReportRefusal, ReportStream, SlotAndUse, Store, StoreResult,
+    Admission, PgSlot, PgStore, ReportQuery, ReportRefusal, ReportStream, Store, StoreResult,
 };
 
 /// Concurrency slots per token.
@@ -150,21 +150,8 @@ pub async fn admit(
     limit: u64,
 ) -> StoreResult<Result<(SlotGuard, u64), Refused>> {
     if let Store::Postgres(pg) = store {
-        let found = pg.take_slot_and_use(token, slots.max, day, limit).await?;
-        return Ok(match found {
-            SlotAndUse::NoSlot => Err(Refused::Simultaneous),
-            SlotAndUse::LimitExceeded(slot) => {
-                // Freed before the refusal is answered, like a finished answer's slot.
-                let _ = slot.release().await;
-                Err(Refused::DailyLimit)
-            }
-            SlotAndUse::Admitted(slot, used) => Ok((
-                SlotGuard {
-                    _held: Held::Database(Box::new(slot)),
-                },
-                used,
-            )),
-        });
+        let admitted = in_database(pg, slots, token, day, limit, None).await?;
+        return Ok(admitted.map(|(slot, used, _)| (slot, used)));
     }
     let Some(slot) = slots.acquire(store, token).await? else {
         return Ok(Err(Refused::Simultaneous));
@@ -175,16 +162,15 @@ pub async fn admit(
     })
 }
 
+/// Where a report's head (or its refusal) arrives.
+pub type HeadReceiver = oneshot::Receiver<Result<ReportStream, ReportRefusal>>;
+
 /// A report request admitted: its slot, today's uses (this one included) and where the
 /// answer's head arrives.
-pub type AdmittedReport = (
-    SlotGuard,
-    u64,
-    oneshot::Receiver<Result<ReportStream, ReportRefusal>>,
-);
+pub type AdmittedReport = (SlotGuard, u64, HeadReceiver);
 
 /// [`admit`], then the report `q`. On PostgreSQL both happen in one statement when the window
-/// is poll-sized (`PgStore::admit_and_report`); the order of checks is the same.
+/// is poll-sized (`PgStore::admit`); the order of checks is the same.
 pub async fn admit_report(
     slots: &Arc<Slots>,
     usage: &DailyUsage,
@@ -195,26 +181,41 @@ pub async fn admit_report(
     q: ReportQuery,
 ) -> StoreResult<Result<AdmittedReport, Refused>> {
     if let Store::Postgres(pg) = store {
-        return Ok(
-            match pg.admit_and_report(token, slots.max, day, limit, q).await? {
-                Admission::NoSlot => Err(Refused::Simultaneous),
-                Admission::LimitExceeded(slot) => {
-                    let _ = slot.release().await;
-                    Err(Refused::DailyLimit)
-                }
-                Admission::Admitted { slot, used, report } => Ok((
-                    SlotGuard {
-                        _held: Held::Database(Box::new(slot)),
-                    },
-                    used,
-                    report,
-                )),
-            },
-        );
+        let admitted = in_database(pg, slots, token, day, limit, Some(q)).await?;
+        return Ok(admitted.map(|(slot, used, report)| {
+            (slot, used, report.unwrap_or_else(|| pg.start_report(q)))
+        }));
     }
     Ok(admit(slots, usage, store, token, day, limit)
         .await?
         .map(|(slot, used)| (slot, used, store.start_report(q))))
+}
+
+/// Both limits decided by PostgreSQL in one statement (ADR 0003), with the report's first rows
+/// when `q` is given.
+async fn in_database(
+    pg: &PgStore,
+    slots: &Slots,
+    token: i64,
+    day: i64,
+    limit: u64,
+    q: Option<ReportQuery>,
+) -> StoreResult<Result<(SlotGuard, u64, Option<HeadReceiver>), Refused>> {
+    Ok(match pg.admit(token, slots.max, day, limit, q).await? {
+        Admission::NoSlot => Err(Refused::Simultaneous),
+        Admission::LimitExceeded(slot) => {
+            // Freed before the refusal is answered, like a finished answer's slot.
+            let _ = slot.release().await;
+            Err(Refused::DailyLimit)
+        }
+        Admission::Admitted { slot, used, report } => Ok((
+            SlotGuard {
+                _held: Held::Database(Box::new(slot)),
+            },
+            used,
+            report,
+        )),
+    })
 }
 
 #[derive(Debug, Clone, Copy)]

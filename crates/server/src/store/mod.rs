@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash, Window};
 
-pub use postgres::{Admission, PgSlot, PgStore, SlotAndUse};
+pub use postgres::{Admission, PgSlot, PgStore};
 pub use sqlite::SqliteStore;
 
 /// Errors of the storage layer.

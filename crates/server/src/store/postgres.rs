@@ -571,76 +571,18 @@ impl PgStore {
         Ok(used.map(|n| n.max(0) as u64))
     }
 
-    /// Both limits of an admitted request in one round trip on the lock connection: takes one
-    /// of `max` slots, and only if one was free counts a use against `limit`.
-    pub async fn take_slot_and_use(
+    /// Both limits of a request in one statement on a lock connection: takes one of `max`
+    /// slots, and only if one was free counts a use against `limit`. With a report `q`, the
+    /// same statement also reads the window's first `SMALL_ROWS + 1` rows when (and only when)
+    /// the use was counted: a poll-sized answer costs no other statement; a larger window then
+    /// streams from a report connection as [`start_report`](Self::start_report) does.
+    pub async fn admit(
         &self,
         token_id: i64,
         max: u32,
         day: i64,
         limit: u64,
-    ) -> StoreResult<SlotAndUse> {
-        if limit == 0 {
-            return Ok(match self.take_slot(token_id, max).await? {
-                Some(slot) => SlotAndUse::LimitExceeded(slot),
-                None => SlotAndUse::NoSlot,
-            });
-        }
-        let key = slot_key(token_id)?;
-        let max = i32::try_from(max).unwrap_or(i32::MAX);
-        let limit = limit.min(i64::MAX as u64) as i64;
-        let mut conn = self.inner.locks.get().await?;
-        // `slot` is referenced twice, so it is evaluated once; the insert runs only when it
-        // yields a row. Lock connections commit without waiting for the WAL flush (ADR 0003).
-        let found = async {
-            let st = conn
-                .prepared(
-                    "WITH slot AS (
-                         SELECT k FROM generate_series(0, $2 - 1) AS k
-                          WHERE pg_try_advisory_lock($1, k) LIMIT 1
-                     ), counted AS (
-                         INSERT INTO token_usage(token_id, day, used) SELECT $3, $4, 1 FROM slot
-                         ON CONFLICT (token_id, day) DO UPDATE SET used = token_usage.used + 1
-                         WHERE token_usage.used < $5
-                         RETURNING used
-                     )
-                     SELECT (SELECT k FROM slot), (SELECT used FROM counted)",
-                )
-                .await?;
-            let row = conn
-                .client()
-                .query_one(&st, &[&key, &max, &token_id, &day, &limit])
-                .await?;
-            let slot: Option<i32> = row.try_get(0)?;
-            let used: Option<i64> = row.try_get(1)?;
-            StoreResult::Ok((slot, used))
-        }
-        .await;
-        Ok(match found {
-            Err(e) => {
-                conn.discard(); // whatever the session holds dies with it
-                return Err(e);
-            }
-            Ok((None, _)) => SlotAndUse::NoSlot,
-            Ok((Some(k), None)) => SlotAndUse::LimitExceeded(PgSlot::new(conn, key, k)),
-            Ok((Some(k), Some(n))) => {
-                SlotAndUse::Admitted(PgSlot::new(conn, key, k), n.max(0) as u64)
-            }
-        })
-    }
-
-    /// A report request's admission and, when the window is poll-sized, its whole answer, in
-    /// one statement on the lock connection: take a slot, count a use, and only if both
-    /// succeeded read the window's first `SMALL_ROWS + 1` rows. A larger window then streams
-    /// from a query connection as [`start_report`](Self::start_report) does. One round trip
-    /// and one statement fewer per poll than admitting and reporting separately.
-    pub async fn admit_and_report(
-        &self,
-        token_id: i64,
-        max: u32,
-        day: i64,
-        limit: u64,
-        q: ReportQuery,
+        q: Option<ReportQuery>,
     ) -> StoreResult<Admission> {
         if limit == 0 {
             return Ok(match self.take_slot(token_id, max).await? {
@@ -651,22 +593,23 @@ impl PgStore {
         let key = slot_key(token_id)?;
         let max = i32::try_from(max).unwrap_or(i32::MAX);
         let limit = limit.min(i64::MAX as u64) as i64;
-        let (ini, end) = (q.window.ini.as_i64(), q.window.end.as_i64());
-        let first = SMALL_ROWS as i64 + 1;
+        // Without a report, `LIMIT 0` reads no row.
+        let (op, ini, end, first) = match &q {
+            Some(q) => (
+                q.operation_id,
+                q.window.ini.as_i64(),
+                q.window.end.as_i64(),
+                SMALL_ROWS as i64 + 1,
+            ),
+            None => (0, 0, 0, 0),
+        };
         let mut conn = self.inner.locks.get().await?;
+        // `slot` is referenced twice, so it is evaluated once; the insert runs only when it
+        // yields a row. Lock connections commit without waiting for the WAL flush (ADR 0003).
         let read = async {
             let st = conn.prepared(ADMIT_AND_FIRST_ROWS).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
-                &key,
-                &max,
-                &token_id,
-                &day,
-                &limit,
-                &q.operation_id,
-                &ini,
-                &end,
-                &first,
-            ];
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+                [&key, &max, &token_id, &day, &limit, &op, &ini, &end, &first];
             let stream = conn.client().query_raw(&st, params).await?;
             let mut stream = std::pin::pin!(stream);
             let mut admission: Option<(Option<i32>, Option<i64>)> = None;
@@ -697,16 +640,14 @@ impl PgStore {
         Ok(match (slot, used) {
             (None, _) => Admission::NoSlot,
             (Some(k), None) => Admission::LimitExceeded(PgSlot::new(conn, key, k)),
-            (Some(k), Some(n)) => {
-                let slot = PgSlot::new(conn, key, k);
-                let used = n.max(0) as u64;
-                let report = if rows.overflowed {
-                    self.spawn_report(q, false)
-                } else {
-                    rows.answer(q)
-                };
-                Admission::Admitted { slot, used, report }
-            }
+            (Some(k), Some(n)) => Admission::Admitted {
+                slot: PgSlot::new(conn, key, k),
+                used: n.max(0) as u64,
+                report: q.map(|q| match rows.overflowed {
+                    true => self.spawn_report(q, false),
+                    false => rows.answer(q),
+                }),
+            },
         })
     }
 
@@ -818,28 +759,18 @@ fn slot_key(token_id: i64) -> StoreResult<i32> {
         .map_err(|_| StoreError::Corrupt(format!("token id {token_id} exceeds int4")))
 }
 
-/// What [`PgStore::take_slot_and_use`] found.
-#[derive(Debug)]
-pub enum SlotAndUse {
-    /// Every slot of the token is held.
-    NoSlot,
-    /// A slot was free but the daily limit is used up (the slot is freed when this drops).
-    LimitExceeded(PgSlot),
-    /// Admitted: the held slot and the uses today, this one included.
-    Admitted(PgSlot, u64),
-}
-
-/// What [`PgStore::admit_and_report`] found.
+/// What [`PgStore::admit`] found.
 pub enum Admission {
     /// Every slot of the token is held.
     NoSlot,
     /// A slot was free but the daily limit is used up (the slot is freed when this drops).
     LimitExceeded(PgSlot),
-    /// Admitted: the held slot, the uses today (this one included) and the answer's head.
+    /// Admitted: the held slot, the uses today (this one included) and, when a report was
+    /// asked for, where its head arrives.
     Admitted {
         slot: PgSlot,
         used: u64,
-        report: oneshot::Receiver<Result<ReportStream, ReportRefusal>>,
+        report: Option<oneshot::Receiver<Result<ReportStream, ReportRefusal>>>,
     },
 }
 
