@@ -24,7 +24,10 @@
 //!
 //!   Each window appends its new rows to PATH (fsync), then their keys to `PATH.keys` (fsync),
 //!   then replaces the state, so the bytes written per window depend on that window's rows,
-//!   not on the size of the copy. At start the data file is the truth: it is re-read, a torn
+//!   not on the size of the copy. Every key is computed again, the same, from the row as the
+//!   file holds it: with `KeyRule::Hash` a CSV row is hashed as the file holds it (the
+//!   header's fields in the header's order, a missing one empty, others left out), never as
+//!   the server sent it. At start the data file is the truth: it is re-read, a torn
 //!   last record is cut off, the key log is cut to whole lines and extended with the keys of
 //!   rows it lacks (a crash between the appends) or rebuilt when it does not match, and if the
 //!   data file holds fewer rows than the state says the copy is re-read from `--since` (rows
@@ -736,6 +739,7 @@ struct FileDest {
     len: u64,
     rows: u64,
     header: Option<Vec<String>>,
+    rule: KeyRule,
     keys: HashSet<String>,
     source: String,
     report: String,
@@ -847,20 +851,15 @@ impl FileDest {
         let rows = data_keys.len() as u64;
 
         // The key log: line i is the key of row i. A key computed again from a row read back
-        // is the key it was written under, except a hash of a CSV row (missing fields come
-        // back empty): there the logged key is kept as well.
+        // is the key it was written under (a hash key of a CSV row is the hash of the row as
+        // the file holds it), so the data file alone says which keys are written.
         let (mut key_log, logged) = open_key_log(&keys_path)?;
-        let exact = matches!(plan.key, KeyRule::Field(_)) || format == Format::Ndjson;
-        let prefix =
-            logged.len() <= data_keys.len() && (!exact || logged[..] == data_keys[..logged.len()]);
-        let mut keys: HashSet<String> = data_keys.iter().cloned().collect();
+        let prefix = logged.len() <= data_keys.len() && logged[..] == data_keys[..logged.len()];
+        let keys: HashSet<String> = data_keys.iter().cloned().collect();
         if prefix {
             if logged.len() < data_keys.len() {
                 append_keys(&mut key_log, &data_keys[logged.len()..])
                     .with_context(|| format!("appending to {}", keys_path.display()))?;
-            }
-            if !exact {
-                keys.extend(logged);
             }
         } else {
             if !logged.is_empty() {
@@ -889,7 +888,12 @@ impl FileDest {
             let (lost, known) = match &s.keys {
                 Some(v1) => {
                     migrated = true;
-                    (v1.iter().any(|k| !keys.contains(k)), v1.len() as u64)
+                    let lost = if v1_keys_comparable(format, &plan.key) {
+                        v1.iter().any(|k| !keys.contains(k))
+                    } else {
+                        rows < v1.len() as u64
+                    };
+                    (lost, v1.len() as u64)
                 }
                 None => (complete < s.data_len || rows < s.rows, s.rows),
             };
@@ -923,6 +927,7 @@ impl FileDest {
             file,
             key_log,
             header,
+            rule: plan.key.clone(),
             keys,
             source: plan.source.clone(),
             report: plan.api.clone(),
@@ -938,6 +943,28 @@ impl FileDest {
     /// Appends the rows not written yet (data, fsync), then their keys (key log, fsync), then
     /// replaces the small state file: a crash between any two steps is repaired on open.
     fn commit(&mut self, rows: &[(String, &Row)], cp: NaiveDateTime) -> anyhow::Result<u64> {
+        // A CSV file starts with the header: the report's fields for chat_12, else those of
+        // the first row written.
+        let new_header = match (self.format, &self.header, rows.first()) {
+            (Format::Csv, None, Some((_, first))) => {
+                Some(if self.report == voxtrail_wire::CHAT_12 {
+                    voxtrail_wire::CHAT_12_FIELDS.map(String::from).to_vec()
+                } else {
+                    first.fields().map(|(k, _)| k.to_owned()).collect()
+                })
+            }
+            _ => None,
+        };
+        let header = new_header.as_ref().or(self.header.as_ref());
+        // A hash key of a CSV row is the hash of the row as the file holds it (the header's
+        // fields in its order), so that it is computed again, the same, from the file.
+        let rows: Vec<(String, &Row)> = match (header, &self.rule) {
+            (Some(h), KeyRule::Hash) => rows
+                .iter()
+                .map(|(_, r)| Ok((KeyRule::Hash.key(&as_csv_row(h, r))?, *r)))
+                .collect::<anyhow::Result<_>>()?,
+            _ => rows.to_vec(),
+        };
         let mut batch = HashSet::new();
         let fresh: Vec<&(String, &Row)> = rows
             .iter()
@@ -953,17 +980,12 @@ impl FileDest {
             }
             Format::Csv if !fresh.is_empty() => {
                 let mut w = csv_line_writer(&mut out);
-                let header = match &self.header {
-                    Some(h) => h.clone(),
-                    None => {
-                        let h: Vec<String> = if self.report == voxtrail_wire::CHAT_12 {
-                            voxtrail_wire::CHAT_12_FIELDS.map(String::from).to_vec()
-                        } else {
-                            fresh[0].1.fields().map(|(k, _)| k.to_owned()).collect()
-                        };
+                let header = match new_header {
+                    Some(h) => {
                         write_escaped(&mut w, h.iter().map(String::as_str))?;
                         h
                     }
+                    None => self.header.clone().expect("a header before any row"),
                 };
                 for (_, row) in &fresh {
                     write_escaped(
@@ -1007,6 +1029,16 @@ impl FileDest {
         };
         replace_file(&self.state_path, &serde_json::to_vec(&state)?)
     }
+}
+
+/// `row` as a CSV file holds it: the header's fields in the header's order, a missing one
+/// empty, fields outside the header left out. Read back from the file it is exactly this.
+fn as_csv_row(header: &[String], row: &Row) -> Row {
+    Row::from_pairs(
+        header
+            .iter()
+            .map(|f| (f.as_str(), row.get(f).unwrap_or_default())),
+    )
 }
 
 /// Opens the key log for appending, cutting a torn last line; returns it and its keys.
@@ -1104,31 +1136,40 @@ fn convert_first_format_csv(
     drop(file);
     sync_dir(path);
     let state = state.map(|s| {
-        // The first format's check: the state must name only rows the file holds.
+        // The first format's check (the state names only rows the file holds) is made, and
+        // reported, by the caller, with the old keys still in memory; the state saved here
+        // keeps its verdict should the run stop before that.
         let v1 = s.keys.unwrap_or_default();
-        let lost = v1.iter().any(|k| !keys.contains(k));
-        if lost {
-            eprintln!(
-                "{}: rows of the state file are not in the data file; re-reading from --since",
-                path.display()
-            );
-        }
+        let lost = if v1_keys_comparable(Format::Csv, &plan.key) {
+            v1.iter().any(|k| !keys.contains(k))
+        } else {
+            rows < v1.len() as u64
+        };
         FileState {
             version: STATE_VERSION,
             checkpoint: if lost { None } else { s.checkpoint },
             // Bytes of the converted prefix are unknown; the row count is the check.
             data_len: 0,
-            rows: if lost { 0 } else { (v1.len() as u64).min(rows) },
-            keys: None,
+            rows: v1.len() as u64,
+            keys: Some(v1),
             ..s
         }
     });
     if let Some(s) = &state {
+        // `keys` is never serialised: the saved state is the small one.
         replace_file(state_path, &serde_json::to_vec(s)?)?;
     }
     std::fs::remove_file(backup).with_context(|| format!("removing {}", backup.display()))?;
     sync_dir(path);
     Ok(state)
+}
+
+/// Whether the keys a first-format state holds can be compared with keys computed from the
+/// data file. Not for hash keys of a CSV copy: the first format hashed rows as the server
+/// sent them, the file holds them in the header's order (missing fields empty, extra fields
+/// left out); there only the row count is compared.
+fn v1_keys_comparable(format: Format, rule: &KeyRule) -> bool {
+    !(format == Format::Csv && matches!(rule, KeyRule::Hash))
 }
 
 /// A CSV writer that ends records with `\n` (values are escaped first, so one line each).
