@@ -34,7 +34,10 @@
 //!   already there are skipped) — a crash anywhere neither loses nor duplicates a row.
 //!   A state file of the first format (every key inside it, rewritten each window) is migrated
 //!   on open; a CSV file of that format (RFC 4180 records spanning lines) is rewritten one
-//!   record per line, by way of `PATH.v1` so that an interrupted conversion starts over.
+//!   record per line, by way of `PATH.v1` so that an interrupted conversion starts over
+//!   (`PATH.converting` marks a `PATH.v1` as voxtrail's; anyone else's is never touched). A
+//!   first-format state beside a key log (an earlier voxtrail run on a converted copy) is
+//!   refused rather than converted twice.
 //!
 //! `--token-info` asks `token_info` once at start and prints the token's limit and today's
 //! use. It is off by default because every `token_info` call counts as one use of the daily
@@ -812,10 +815,32 @@ impl FileDest {
             );
         }
         let backup = beside(path, ".v1");
+        let marker = beside(path, ".converting");
         let first_format = state.as_ref().is_some_and(|s| s.version < STATE_VERSION);
-        if format == Format::Csv && (backup.exists() || (first_format && path.exists())) {
-            state = convert_first_format_csv(path, &backup, &state_path, state, plan)
+        // PATH.v1 is voxtrail's only while PATH.converting says so: anyone else's is left alone.
+        let ours = marker.exists();
+        if format == Format::Csv && first_format && keys_path.exists() {
+            bail!(
+                "{} is in the first format (every key inside) but {} exists: an earlier voxtrail has written to a copy in the current format, and its CSV records may now span lines; converting again would escape values twice. Check {} by hand, or pull into a new file",
+                state_path.display(),
+                keys_path.display(),
+                path.display()
+            );
+        }
+        if format == Format::Csv && first_format && backup.exists() && !ours {
+            bail!(
+                "{} is in the way: an earlier voxtrail's CSV file is converted by way of that name, and this file was not left by a conversion; move it away and run again",
+                backup.display()
+            );
+        }
+        if format == Format::Csv && ((ours && backup.exists()) || (first_format && path.exists())) {
+            state = convert_first_format_csv(path, &backup, &marker, &state_path, state, plan)
                 .with_context(|| format!("converting {} to one record per line", path.display()))?;
+        } else if ours {
+            // A conversion done but for the removal of its marker.
+            std::fs::remove_file(&marker)
+                .with_context(|| format!("removing {}", marker.display()))?;
+            sync_dir(path);
         }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -1078,22 +1103,33 @@ fn append_keys(log: &mut std::fs::File, keys: &[String]) -> std::io::Result<()> 
 
 /// Rewrites a CSV file of the first format (RFC 4180 records, which span lines when a value
 /// holds a newline) as one line per record, and returns the state that now describes it.
-/// Crash-safe: the old file is first renamed to `PATH.v1`, the new one written and fsynced,
-/// the state replaced (version 2), and only then `PATH.v1` removed; a run that finds
-/// `PATH.v1` with a first-format state converts again from it.
+/// Crash-safe: the marker `PATH.converting` is created (so `PATH.v1` is known to be
+/// voxtrail's), the old file renamed to `PATH.v1`, the new one written and fsynced, the
+/// state replaced (version 2), and only then `PATH.v1` and the marker removed; a run that
+/// finds the marker and `PATH.v1` with a first-format state converts again from it.
 fn convert_first_format_csv(
     path: &Path,
     backup: &Path,
+    marker: &Path,
     state_path: &Path,
     state: Option<FileState>,
     plan: &Plan,
 ) -> anyhow::Result<Option<FileState>> {
+    let done = |backup: &Path| -> anyhow::Result<()> {
+        std::fs::remove_file(backup).with_context(|| format!("removing {}", backup.display()))?;
+        std::fs::remove_file(marker).with_context(|| format!("removing {}", marker.display()))?;
+        sync_dir(path);
+        Ok(())
+    };
     if state.as_ref().is_some_and(|s| s.version >= STATE_VERSION) {
         // Converted and recorded; only the removal of the old file was cut short.
-        std::fs::remove_file(backup).with_context(|| format!("removing {}", backup.display()))?;
+        done(backup)?;
         return Ok(state);
     }
     if !backup.exists() {
+        std::fs::File::create(marker)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("creating {}", marker.display()))?;
         std::fs::rename(path, backup)
             .with_context(|| format!("renaming {} to {}", path.display(), backup.display()))?;
         sync_dir(path);
@@ -1159,8 +1195,7 @@ fn convert_first_format_csv(
         // `keys` is never serialised: the saved state is the small one.
         replace_file(state_path, &serde_json::to_vec(s)?)?;
     }
-    std::fs::remove_file(backup).with_context(|| format!("removing {}", backup.display()))?;
-    sync_dir(path);
+    done(backup)?;
     Ok(state)
 }
 

@@ -1057,7 +1057,8 @@ async fn a_copy_of_the_first_file_format_is_migrated_once() {
             "keys": keys,
         });
         if case == "csv-interrupted" {
-            // Renamed aside, then a half-written conversion.
+            // Marked, renamed aside, then a half-written conversion.
+            std::fs::write(env.path(&format!("{case}.{kind}.converting")), "").unwrap();
             std::fs::write(env.path(&format!("{case}.{kind}.v1")), &data).unwrap();
             std::fs::write(&out, &data[..data.len() / 3]).unwrap();
         } else {
@@ -1105,6 +1106,10 @@ async fn a_copy_of_the_first_file_format_is_migrated_once() {
         };
         assert_same(&copy, &want, case);
         assert!(!env.path(&format!("{case}.{kind}.v1")).exists(), "{case}");
+        assert!(
+            !env.path(&format!("{case}.{kind}.converting")).exists(),
+            "{case}"
+        );
         let state = env.path(&format!("{case}.{kind}.state.json"));
         assert!(std::fs::metadata(&state).unwrap().len() < 1024, "{case}");
         assert_eq!(
@@ -1367,4 +1372,82 @@ async fn a_first_format_csv_copy_with_hash_keys_is_migrated_without_duplicates()
     assert!(st.success(), "{}", read(&log));
     assert!(read(&log).ends_with(" 0 new rows written, checkpoint 20260802000000\n"));
     assert_eq!(csv_lines(&out), UNORDERED_CSV);
+}
+
+/// `PATH.v1` is voxtrail's only when `PATH.converting` marks it: a user's own `PATH.v1` beside
+/// a current copy is left alone, and refused (untouched) when a first-format copy needs the
+/// name. A first-format state beside a key log (an earlier voxtrail has run on a converted
+/// copy) is refused rather than converted, and escaped, twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_v1_file_and_a_state_rewritten_by_an_earlier_voxtrail_are_refused() {
+    use fake::{Fake, Mode};
+    let rows = unordered_rows();
+    let fake = Fake::start(rows.clone(), Mode::default()).await;
+    let env = Env::new();
+    let out = env.path("c.csv");
+    let v1 = env.path("c.csv.v1");
+    let state = env.path("c.csv.state.json");
+    let log = env.path("c.log");
+    let into = format!("csv:{}", out.display());
+    let url = fake.url();
+    let args = [
+        "--url",
+        &url,
+        "--token",
+        "t",
+        "--api",
+        "other",
+        "--since",
+        "20260801000000",
+        "--until",
+        "20260802000000",
+        "--timezone",
+        "UTC",
+        "--into",
+        &into,
+    ];
+    // A current copy with a user's own c.csv.v1 beside it: both kept.
+    std::fs::write(&v1, "mine\n").unwrap();
+    let st = pull(&args, &log).status().unwrap();
+    assert!(st.success(), "{}", read(&log));
+    let st = pull(&args, &log).status().unwrap();
+    assert!(st.success(), "{}", read(&log));
+    assert_eq!(std::fs::read_to_string(&v1).unwrap(), "mine\n");
+    assert_eq!(csv_lines(&out), UNORDERED_CSV);
+    assert!(!read(&log).contains("converting"), "{}", read(&log));
+
+    // An earlier voxtrail rewrote the state in the first format (keys inside): refused, as
+    // long as c.csv.keys says the data file is in the current format.
+    let data = std::fs::read(&out).unwrap();
+    let old_state = serde_json::json!({
+        "source": url,
+        "report": "other",
+        "checkpoint": "20260802000000",
+        "data_len": data.len(),
+        "keys": ["k1", "k2", "k3", "k4"],
+    })
+    .to_string();
+    std::fs::write(&state, &old_state).unwrap();
+    let log2 = env.path("c2.log");
+    let st = pull(&args, &log2).status().unwrap();
+    let text = read(&log2);
+    assert!(!st.success(), "{text}");
+    assert!(
+        text.contains("converting again would escape values twice"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert_eq!(std::fs::read_to_string(&v1).unwrap(), "mine\n");
+
+    // A first-format copy (no key log) that needs the name c.csv.v1 held by the user's file:
+    // refused, nothing touched.
+    std::fs::remove_file(env.path("c.csv.keys")).unwrap();
+    let log3 = env.path("c3.log");
+    let st = pull(&args, &log3).status().unwrap();
+    let text = read(&log3);
+    assert!(!st.success(), "{text}");
+    assert!(text.contains("is in the way"), "{text}");
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert_eq!(std::fs::read_to_string(&v1).unwrap(), "mine\n");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), old_state);
 }
