@@ -263,6 +263,17 @@ impl PullArgs {
         {
             note(Err(anyhow!("--since is after --until")));
         }
+        // A chat_12 CSV file holds the report's fields only: a key outside them could not be
+        // read back from the file.
+        if let (Some(k), Ok(DestSpec::Csv(_))) = (&self.key, &into)
+            && self.api == voxtrail_wire::CHAT_12
+            && !voxtrail_wire::CHAT_12_FIELDS.contains(&k.as_str())
+        {
+            note(Err(anyhow!(
+                "--key {k:?}: a chat_12 CSV file holds only the fields {}",
+                voxtrail_wire::CHAT_12_FIELDS.join(", ")
+            )));
+        }
         if self.follow && matches!(every, Ok(d) if d.is_zero()) {
             note(Err(anyhow!("--every must be at least 1s")));
         }

@@ -558,6 +558,35 @@ async fn final_refusals_end_the_run_clearly() {
     for needle in ["--since", "--every", "--timezone", "--into"] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
+    // A chat_12 CSV file holds only the report's fields: a key outside them is refused at
+    // start, before anything is written (it could never be read back).
+    let log = env.path("key.log");
+    let out = env.path("key.csv");
+    let into = format!("csv:{}", out.display());
+    let st = pull(
+        &[
+            "--url",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+            "--since",
+            "20260801000000",
+            "--key",
+            "ticket",
+            "--into",
+            &into,
+        ],
+        &log,
+    )
+    .status()
+    .unwrap();
+    assert!(!st.success());
+    let text = read(&log);
+    assert!(
+        text.contains("--key \"ticket\": a chat_12 CSV file holds only the fields conn_id,"),
+        "{text}"
+    );
+    assert!(!out.exists());
 }
 
 /// The PostgreSQL server for tests (`VOXTRAIL_TEST_POSTGRES`, default local trust auth).
