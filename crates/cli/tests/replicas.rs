@@ -317,3 +317,53 @@ async fn a_lost_database_answers_503_and_the_replica_recovers() {
         .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
 }
+
+/// Clients that vanish while their request is being admitted (connection reset right after
+/// the request is sent, at many different moments) never leave a slot held: afterwards two
+/// slow answers of the token are admitted at once, one per replica, and a third is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_abandoned_during_admission_leave_no_slot_held() {
+    use tokio::io::AsyncWriteExt as _;
+    let Some((env, _db)) = pg_env("abandoned") else {
+        return;
+    };
+    env.operation("big", "America/Bogota");
+    env.seed("big", BIG_ROWS, BIG_UNTIL, 1);
+    let token = env.token("big", "report", None);
+    let a = env.serve(None);
+    let b = env.serve(None);
+    for (i, server) in (0..300u64).zip([&a, &b].into_iter().cycle()) {
+        let target = format!("{REPORT}?api=chat_12&date_ini={EMPTY_INI}&date_end={EMPTY_END}");
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nwolkvox-token: {token}\r\n\r\n",
+            server.addr
+        );
+        let mut s = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        // Vanish after 0–150 µs: before, during or after the admission statement.
+        tokio::time::sleep(Duration::from_micros(i / 2)).await;
+        let _ = s.set_linger(Some(Duration::ZERO)); // a reset, not an orderly close
+        drop(s);
+    }
+    // Abandoned requests that were admitted release their slots within moments.
+    let mut held = Vec::new();
+    for server in [&a, &b] {
+        let mut got = None;
+        for _ in 0..200 {
+            let c = slow_get(&server.addr, &big_target(), &token, 4096).await;
+            if c.status == 200 {
+                got = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        held.push(got.expect("a slot stayed held after abandoned requests"));
+    }
+    let (status, body) = small(&a, &token).await;
+    assert_eq!(
+        (status, body),
+        (403, forbidden(SIMULTANEOUS_2)),
+        "exactly two slots"
+    );
+    drop(held);
+}

@@ -73,6 +73,7 @@ conformance!(
     concurrent_ingestions_of_the_same_rows_store_each_once,
     admission_takes_a_slot_then_counts_one_use,
     report_admission_refuses_first_then_answers_exactly,
+    an_admission_abandoned_midway_leaves_no_slot_held,
 );
 
 fn tz() -> OperationTz {
@@ -802,5 +803,66 @@ fn report_admission_refuses_first_then_answers_exactly(s: &Store, _: &Fixture) {
             }
         }
         assert_eq!(admitted, vec![3, 4], "two more uses, then the limit");
+    });
+}
+
+/// A request dropped while its admission is in flight (its client gone) at any moment must not
+/// leave a slot held: on PostgreSQL the session may already hold the lock when the caller
+/// stops waiting. Checked from a second store (another replica), which shares the slots.
+fn an_admission_abandoned_midway_leaves_no_slot_held(s: &Store, f: &Fixture) {
+    use voxtrail_server::limits::{Refused, admit};
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let t = s
+        .create_token(
+            op.id,
+            &TokenSecret::generate().hash(),
+            Scope::Report,
+            "",
+            None,
+        )
+        .unwrap();
+    // SQLite's slots are per process (docs/adr/0002): check them on the same store.
+    let other = match &f._db {
+        Some(db) => Store::open(&db.url).unwrap(),
+        None => s.clone(),
+    };
+    let (slots, usage, day) = (Slots::new(2), DailyUsage::new(), 20_261_001);
+    let rt = runtime();
+    rt.block_on(async {
+        for micros in 0..400u64 {
+            let wait = std::time::Duration::from_micros(micros / 2);
+            // Whatever was admitted in time is dropped at once; the rest is abandoned.
+            let _ = tokio::time::timeout(wait, admit(&slots, &usage, s, t, day, 1_000_000)).await;
+        }
+        let other_slots = if f._db.is_some() {
+            Slots::new(2)
+        } else {
+            slots.clone()
+        };
+        let mut held = Vec::new();
+        for _ in 0..300 {
+            match admit(&other_slots, &usage, &other, t, day, 1_000_000)
+                .await
+                .unwrap()
+            {
+                Ok((g, _)) => held.push(g),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+            if held.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(
+            held.len(),
+            2,
+            "a slot stayed held after abandoned admissions"
+        );
+        assert_eq!(
+            admit(&other_slots, &usage, &other, t, day, 1_000_000)
+                .await
+                .unwrap()
+                .err(),
+            Some(Refused::Simultaneous)
+        );
     });
 }

@@ -538,9 +538,47 @@ impl PgStore {
         Ok(())
     }
 
+    // The three calls a request makes on a lock connection run as tasks of their own: a
+    // request dropped mid-statement (its client gone, a shutdown) must not drop a connection
+    // whose session may already hold a slot's lock — the task finishes, and the slot it
+    // returns to nobody is released by `PgSlot`'s `Drop` as usual.
+
     /// Counts one use of a token on a day if `limit` allows it, atomically across replicas;
     /// returns the uses so far that day (this one included), or `None` when the limit is used up.
     pub async fn consume_daily(
+        &self,
+        token_id: i64,
+        day: i64,
+        limit: u64,
+    ) -> StoreResult<Option<u64>> {
+        let me = self.clone();
+        detached(async move { me.consume_daily_now(token_id, day, limit).await }).await
+    }
+
+    /// Both limits of a request in one statement on a lock connection — a slot, then a use —
+    /// and, with a report `q`, the window's first rows when the use was counted (ADR 0003).
+    pub async fn admit(
+        &self,
+        token_id: i64,
+        max: u32,
+        day: i64,
+        limit: u64,
+        q: Option<ReportQuery>,
+    ) -> StoreResult<Admission> {
+        let me = self.clone();
+        detached(async move { me.admit_now(token_id, max, day, limit, q).await }).await
+    }
+
+    /// Takes one of `max` concurrency slots of a token for as long as the returned guard lives:
+    /// a session advisory lock `(token_id, k)` on a connection the guard holds.
+    pub async fn take_slot(&self, token_id: i64, max: u32) -> StoreResult<Option<PgSlot>> {
+        let me = self.clone();
+        detached(async move { me.take_slot_now(token_id, max).await }).await
+    }
+
+    /// Counts one use of a token on a day if `limit` allows it, atomically across replicas;
+    /// returns the uses so far that day (this one included), or `None` when the limit is used up.
+    async fn consume_daily_now(
         &self,
         token_id: i64,
         day: i64,
@@ -576,7 +614,7 @@ impl PgStore {
     /// same statement also reads the window's first `SMALL_ROWS + 1` rows when (and only when)
     /// the use was counted: a poll-sized answer costs no other statement; a larger window then
     /// streams from a report connection as [`start_report`](Self::start_report) does.
-    pub async fn admit(
+    async fn admit_now(
         &self,
         token_id: i64,
         max: u32,
@@ -585,7 +623,7 @@ impl PgStore {
         q: Option<ReportQuery>,
     ) -> StoreResult<Admission> {
         if limit == 0 {
-            return Ok(match self.take_slot(token_id, max).await? {
+            return Ok(match self.take_slot_now(token_id, max).await? {
                 Some(slot) => Admission::LimitExceeded(slot),
                 None => Admission::NoSlot,
             });
@@ -653,7 +691,7 @@ impl PgStore {
 
     /// Takes one of `max` concurrency slots of a token for as long as the returned guard lives:
     /// a session advisory lock `(token_id, k)` on a connection the guard holds.
-    pub async fn take_slot(&self, token_id: i64, max: u32) -> StoreResult<Option<PgSlot>> {
+    async fn take_slot_now(&self, token_id: i64, max: u32) -> StoreResult<Option<PgSlot>> {
         let key = slot_key(token_id)?;
         let max = i32::try_from(max).unwrap_or(i32::MAX);
         if max == 0 {
@@ -751,6 +789,15 @@ impl PgStore {
         });
         ready_rx
     }
+}
+
+/// Runs `f` as a task of its own and waits for it: dropping the waiter does not cancel `f`.
+async fn detached<T: Send + 'static>(
+    f: impl std::future::Future<Output = StoreResult<T>> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::spawn(f)
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("database task failed: {e}")))?
 }
 
 /// The advisory-lock key of a token's slots (two-int4 key space).
