@@ -254,6 +254,7 @@ impl From<crate::store::StoreError> for ApiError {
         match e {
             crate::store::StoreError::Busy => Self::Busy,
             e @ crate::store::StoreError::Unavailable(_) => Self::DatabaseUnavailable(e.into()),
+            e @ crate::store::StoreError::TaskFailed(_) => Self::Internal(e.into()),
             other => Self::Internal(other.into()),
         }
     }

@@ -2,11 +2,15 @@
 //!
 //! `Store` is the one entry point the rest of the server uses. It has two backends with the
 //! same methods, tested by the same conformance suite (`crates/server/tests/conformance.rs`):
-//! embedded SQLite (`sqlite.rs`, one process) and PostgreSQL (`postgres.rs`, several replicas
+//! embedded SQLite (`sqlite/`, one process) and PostgreSQL (`postgres/`, several replicas
 //! behind one database). The store knows SQL and the domain types; it knows nothing of HTTP.
+//!
+//! Each backend owns its per-token limits: a request is admitted by one call,
+//! [`Store::admit`] (types in `admission.rs`), and only code in this module knows which
+//! backend is behind a `Store`.
 
+mod admission;
 mod body;
-mod pg_pool;
 pub mod postgres;
 pub mod sqlite;
 pub mod testing;
@@ -16,7 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash, Window};
 
-pub use postgres::{Admission, PgSlot, PgStore};
+pub use admission::{AdmitRequest, Admitted, HeadReceiver, Refused, SlotGuard};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Errors of the storage layer.
@@ -34,6 +39,9 @@ pub enum StoreError {
     BadUrl(String),
     #[error("stored data is not what this version expects: {0}")]
     Corrupt(String),
+    /// A task running a store call failed (it panicked or was cancelled).
+    #[error("{0}")]
+    TaskFailed(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database error: {}", pg_text(.0))]
@@ -222,7 +230,41 @@ impl Store {
         let me = self.clone();
         tokio::task::spawn_blocking(move || f(&me))
             .await
-            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+            .map_err(|e| StoreError::TaskFailed(format!("store task failed: {e}")))?
+    }
+
+    /// Admits one request against its token's limits, in the contract's order: a concurrency
+    /// slot, then one use counted against the daily limit (only when a slot was free), then —
+    /// for a `report` — its producer is started. On PostgreSQL the three are one statement
+    /// when the window is poll-sized (docs/adr/0003-limits-in-postgres.md). A slot taken for a
+    /// request the daily limit refuses is freed before this returns.
+    pub async fn admit(
+        &self,
+        req: AdmitRequest,
+        report: Option<ReportQuery>,
+    ) -> StoreResult<Result<Admitted, Refused>> {
+        match self {
+            Self::Sqlite(s) => s.admit(req, report).await,
+            Self::Postgres(s) => s.admit(req, report).await,
+        }
+    }
+
+    /// Takes one of `max` concurrency slots of a token without counting a use (ingestion);
+    /// `None` when all are held.
+    pub async fn take_slot(&self, token: i64, max: u32) -> StoreResult<Option<SlotGuard>> {
+        match self {
+            Self::Sqlite(s) => Ok(s.take_slot(token, max)),
+            Self::Postgres(s) => s.take_slot(token, max).await,
+        }
+    }
+
+    /// Writes daily counts held behind to the database (SQLite: every second and at shutdown;
+    /// PostgreSQL counts in the database, so there is nothing to write).
+    pub async fn flush_usage(&self) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(s) => s.flush_usage().await,
+            Self::Postgres(_) => Ok(()),
+        }
     }
 
     pub fn ping(&self) -> StoreResult<()> {
