@@ -75,6 +75,7 @@ conformance!(
     report_admission_refuses_first_then_answers_exactly,
     an_admission_abandoned_midway_leaves_no_slot_held,
     slots_are_checked_before_the_daily_limit_and_shared_with_ingestion,
+    operation_names_are_checked_on_the_way_in_and_out,
 );
 
 fn tz() -> OperationTz {
@@ -191,7 +192,7 @@ fn operations_are_unique_and_listed_in_byte_order(s: &Store, _: &Fixture) {
         .list_operations()
         .unwrap()
         .into_iter()
-        .map(|o| o.name)
+        .map(|o| o.name.to_string())
         .collect();
     assert_eq!(names, ["Zeta", "alpha", "beta"]);
     assert_eq!(s.operation("beta").unwrap(), b);
@@ -946,4 +947,46 @@ fn slots_are_checked_before_the_daily_limit_and_shared_with_ingestion(s: &Store,
         1,
         "refusals are not counted"
     );
+}
+
+/// Runs one statement on the fixture's database behind the store's back.
+fn raw_sql(f: &Fixture, sql: &str) {
+    match (&f._db, &f._dir) {
+        (Some(db), _) => {
+            let mut c = ::postgres::Client::connect(&db.url, ::postgres::NoTls).unwrap();
+            c.batch_execute(sql).unwrap();
+        }
+        (None, Some(dir)) => {
+            let c = rusqlite::Connection::open(dir.path().join("c.db")).unwrap();
+            c.execute_batch(sql).unwrap();
+        }
+        (None, None) => unreachable!("every fixture has a database"),
+    }
+}
+
+/// A name `OperationName::parse` refuses is refused on creation, and one found stored (written
+/// by hand, or by an older version) is reported as corrupt data, never served.
+fn operation_names_are_checked_on_the_way_in_and_out(s: &Store, f: &Fixture) {
+    for bad in ["", " edge", "tab\tname", &"x".repeat(101)] {
+        assert!(
+            matches!(
+                s.create_operation(bad, tz(), 1),
+                Err(StoreError::InvalidOperationName(_))
+            ),
+            "{bad:?} accepted"
+        );
+    }
+    assert!(
+        s.list_operations().unwrap().is_empty(),
+        "nothing was stored"
+    );
+    let op = s.create_operation("acme", tz(), 1).unwrap();
+    assert_eq!(op.name.as_str(), "acme");
+    assert_eq!(s.operation("acme").unwrap().name.as_str(), "acme");
+    raw_sql(
+        f,
+        "UPDATE operations SET name = ' acme' WHERE name = 'acme'",
+    );
+    assert!(matches!(s.operation(" acme"), Err(StoreError::Corrupt(_))));
+    assert!(matches!(s.list_operations(), Err(StoreError::Corrupt(_))));
 }

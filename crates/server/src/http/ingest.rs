@@ -121,7 +121,7 @@ pub async fn interactions(
     );
     let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     resp.extensions_mut().insert(LogFields {
-        operation: Some(token.operation.name.clone()),
+        operation: Some(token.operation.name.to_string()),
         rows: None,
     });
     Ok(resp)

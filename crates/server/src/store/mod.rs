@@ -18,7 +18,9 @@ pub mod testing;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash, Window};
+use crate::domain::{
+    Interaction, Operation, OperationName, OperationTz, Scope, Token, TokenHash, Window,
+};
 
 pub use admission::{AdmitRequest, Admitted, HeadReceiver, Refused, SlotGuard};
 pub use postgres::PgStore;
@@ -31,6 +33,9 @@ pub enum StoreError {
     NoSuchOperation(String),
     #[error("an operation named {0:?} already exists")]
     OperationExists(String),
+    /// A name offered for a new operation that `OperationName::parse` refuses.
+    #[error("invalid operation name: {0}")]
+    InvalidOperationName(String),
     #[error("no token with id {0}")]
     NoSuchToken(i64),
     #[error("the database is busy (another writer holds it); try again")]
@@ -114,6 +119,23 @@ fn pg_text(e: &::postgres::Error) -> String {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An operation as read from a row of either backend: a stored name or time zone this version
+/// refuses is [`StoreError::Corrupt`].
+pub(crate) fn stored_operation(
+    id: i64,
+    name: &str,
+    tz: &str,
+    licenses: i64,
+) -> StoreResult<Operation> {
+    Ok(Operation {
+        id,
+        name: OperationName::parse(name)
+            .map_err(|e| StoreError::Corrupt(format!("operation {id} {name:?}: {e}")))?,
+        tz: OperationTz::parse(tz).map_err(StoreError::Corrupt)?,
+        licenses: licenses.clamp(0, i64::from(u32::MAX)) as u32,
+    })
+}
 
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,9 +302,10 @@ impl Store {
         tz: OperationTz,
         licenses: u32,
     ) -> StoreResult<Operation> {
+        let name = OperationName::parse(name).map_err(StoreError::InvalidOperationName)?;
         match self {
-            Self::Sqlite(s) => s.create_operation(name, tz, licenses),
-            Self::Postgres(s) => s.create_operation(name, tz, licenses),
+            Self::Sqlite(s) => s.create_operation(&name, tz, licenses),
+            Self::Postgres(s) => s.create_operation(&name, tz, licenses),
         }
     }
 

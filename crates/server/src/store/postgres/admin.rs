@@ -4,13 +4,13 @@
 use postgres::error::SqlState;
 
 use super::{PgStore, now_utc};
-use crate::domain::{Operation, OperationTz, Scope, Token, TokenHash};
-use crate::store::{StoreError, StoreResult};
+use crate::domain::{Operation, OperationName, OperationTz, Scope, Token, TokenHash};
+use crate::store::{StoreError, StoreResult, stored_operation};
 
 impl PgStore {
     pub fn create_operation(
         &self,
-        name: &str,
+        name: &OperationName,
         tz: OperationTz,
         licenses: u32,
     ) -> StoreResult<Operation> {
@@ -18,17 +18,17 @@ impl PgStore {
         let res = conn.client().query_one(
             "INSERT INTO operations(name, timezone, licenses, created_at)
              VALUES ($1, $2, $3, $4) RETURNING id",
-            &[&name, &tz.name(), &i64::from(licenses), &now_utc()],
+            &[&name.as_str(), &tz.name(), &i64::from(licenses), &now_utc()],
         );
         match res {
             Ok(row) => Ok(Operation {
                 id: row.get(0),
-                name: name.to_owned(),
+                name: name.clone(),
                 tz,
                 licenses,
             }),
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                Err(StoreError::OperationExists(name.to_owned()))
+                Err(StoreError::OperationExists(name.to_string()))
             }
             Err(e) => Err(e.into()),
         }
@@ -176,14 +176,9 @@ const TOKEN_SELECT: &str =
    FROM tokens t JOIN operations o ON o.id = t.operation_id";
 
 fn operation_at(r: &postgres::Row, at: usize) -> StoreResult<Operation> {
+    let name: String = r.try_get(at + 1)?;
     let tz_name: String = r.try_get(at + 2)?;
-    let licenses: i64 = r.try_get(at + 3)?;
-    Ok(Operation {
-        id: r.try_get(at)?,
-        name: r.try_get(at + 1)?,
-        tz: OperationTz::parse(&tz_name).map_err(StoreError::Corrupt)?,
-        licenses: licenses.clamp(0, i64::from(u32::MAX)) as u32,
-    })
+    stored_operation(r.try_get(at)?, &name, &tz_name, r.try_get(at + 3)?)
 }
 
 fn token_from_row(r: &postgres::Row) -> StoreResult<Token> {

@@ -87,8 +87,8 @@ impl PgStore {
         let (op, ini, end, first) = match &q {
             Some(q) => (
                 q.operation_id,
-                q.window.ini.as_i64(),
-                q.window.end.as_i64(),
+                q.window.ini().as_i64(),
+                q.window.end().as_i64(),
                 SMALL_ROWS as i64 + 1,
             ),
             None => (0, 0, 0, 0),

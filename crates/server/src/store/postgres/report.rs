@@ -119,7 +119,7 @@ async fn small_report(
     ready: &mut Option<oneshot::Sender<Result<ReportStream, ReportRefusal>>>,
 ) -> StoreResult<bool> {
     let st = conn.prepared(FIRST_ROWS).await?;
-    let (ini, end) = (q.window.ini.as_i64(), q.window.end.as_i64());
+    let (ini, end) = (q.window.ini().as_i64(), q.window.end().as_i64());
     let limit = SMALL_ROWS as i64 + 1;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
         [&q.operation_id, &ini, &end, &limit];
@@ -184,7 +184,7 @@ async fn produce_report(
              ORDER BY local_ts, seq",
         )
         .await?;
-    let (ini, end) = (q.window.ini.as_i64(), q.window.end.as_i64());
+    let (ini, end) = (q.window.ini().as_i64(), q.window.end().as_i64());
     let tx = conn
         .client_mut()
         .build_transaction()

@@ -4,30 +4,30 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, now_utc};
-use crate::domain::{Operation, OperationTz, Scope, Token, TokenHash};
-use crate::store::{StoreError, StoreResult};
+use crate::domain::{Operation, OperationName, OperationTz, Scope, Token, TokenHash};
+use crate::store::{StoreError, StoreResult, stored_operation};
 
 impl SqliteStore {
     pub fn create_operation(
         &self,
-        name: &str,
+        name: &OperationName,
         tz: OperationTz,
         licenses: u32,
     ) -> StoreResult<Operation> {
         let w = self.writer();
         let res = w.execute(
             "INSERT INTO operations(name, timezone, licenses, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![name, tz.name(), licenses, now_utc()],
+            params![name.as_str(), tz.name(), licenses, now_utc()],
         );
         match res {
             Ok(_) => Ok(Operation {
                 id: w.last_insert_rowid(),
-                name: name.to_owned(),
+                name: name.clone(),
                 tz,
                 licenses,
             }),
             Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
-                Err(StoreError::OperationExists(name.to_owned()))
+                Err(StoreError::OperationExists(name.to_string()))
             }
             Err(e) => Err(StoreError::from_sqlite(e)),
         }
@@ -182,16 +182,11 @@ fn operation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<Ope
 }
 
 fn operation_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StoreResult<Operation>> {
+    let id: i64 = r.get(at)?;
+    let name: String = r.get(at + 1)?;
     let tz_name: String = r.get(at + 2)?;
     let licenses: i64 = r.get(at + 3)?;
-    Ok(OperationTz::parse(&tz_name)
-        .map_err(StoreError::Corrupt)
-        .map(|tz| Operation {
-            id: r.get(at).unwrap_or_default(),
-            name: r.get(at + 1).unwrap_or_default(),
-            tz,
-            licenses: licenses.clamp(0, i64::from(u32::MAX)) as u32,
-        }))
+    Ok(stored_operation(id, &name, &tz_name, licenses))
 }
 
 fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<Token>> {

@@ -41,7 +41,7 @@ fn produce_report(conn: &Connection, q: ReportQuery, ready: Ready) -> StoreResul
 }
 
 fn produce_in_tx(conn: &Connection, q: ReportQuery, ready: Ready) -> StoreResult<()> {
-    let (ini, end) = (q.window.ini.as_i64(), q.window.end.as_i64());
+    let (ini, end) = (q.window.ini().as_i64(), q.window.end().as_i64());
     let counted = conn
         .prepare_cached(
             "SELECT COUNT(*), COALESCE(SUM(json_len), 0) FROM interactions
