@@ -304,3 +304,15 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_store_task_is_a_generic_500() {
+        let e = crate::store::StoreError::TaskFailed("store task failed: panicked".into());
+        let resp = ApiError::from(e).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
