@@ -286,12 +286,12 @@ enum Target {
     Pg(Option<PgTarget>),
 }
 
-/// The report's own row query (crates/server/src/store/postgres.rs).
+/// The report's own row query (crates/server/src/store/postgres/report.rs).
 const PG_ROWS: &str = "SELECT NULL::int4, NULL::int8, json FROM interactions
  WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3 ORDER BY local_ts, seq";
 
 /// The server's admission-and-rows statement (ADMIT_AND_FIRST_ROWS in
-/// crates/server/src/store/postgres.rs) with a junk token `$4`: slot, use, then the rows.
+/// crates/server/src/store/postgres/admission.rs) with a junk token `$4`: slot, use, then the rows.
 const PG_LIMITED_ROWS: &str = "
 WITH slot AS (
     SELECT k FROM generate_series(0, 1) AS k

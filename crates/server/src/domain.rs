@@ -145,11 +145,12 @@ impl fmt::Display for WallClock {
     }
 }
 
-/// A report window: both bounds inclusive, wall-clock, `ini <= end`.
+/// A report window: both bounds inclusive, wall-clock, `ini <= end` (the fields are private
+/// so no window can be built that breaks it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
-    pub ini: WallClock,
-    pub end: WallClock,
+    ini: WallClock,
+    end: WallClock,
 }
 
 /// Why a window was refused.
@@ -177,6 +178,16 @@ impl Window {
             return Err(WindowError::TooLong);
         }
         Ok(Self { ini, end })
+    }
+
+    /// The first wall-clock second of the window.
+    pub fn ini(&self) -> WallClock {
+        self.ini
+    }
+
+    /// The last wall-clock second of the window.
+    pub fn end(&self) -> WallClock {
+        self.end
     }
 }
 
@@ -239,6 +250,14 @@ impl OperationName {
     }
 
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Reads as the name's text (`&op.name` where a `&str` is wanted).
+impl std::ops::Deref for OperationName {
+    type Target = str;
+    fn deref(&self) -> &str {
         &self.0
     }
 }
@@ -375,6 +394,27 @@ mod tests {
     }
 
     #[test]
+    fn a_window_shows_the_bounds_it_was_parsed_from() {
+        let w = Window::parse("20261001000000", "20261001000000", 31).unwrap();
+        assert_eq!(w.ini(), w.end(), "a one-second window");
+        let w = Window::parse("20261001080000", "20261031235959", 31).unwrap();
+        assert_eq!(
+            (w.ini().as_i64(), w.end().as_i64()),
+            (20_261_001_080_000, 20_261_031_235_959)
+        );
+    }
+
+    #[test]
+    fn an_operation_name_reads_as_its_text() {
+        let n = OperationName::parse("Ventas Norte").unwrap();
+        assert_eq!(
+            (&*n, n.to_string().as_str()),
+            ("Ventas Norte", "Ventas Norte")
+        );
+        assert!(n.starts_with("Ventas"));
+    }
+
+    #[test]
     fn tokens_round_trip_and_reject_other_shapes() {
         let t = TokenSecret::generate();
         assert!(TokenSecret::parse(t.expose()).is_some());
@@ -435,7 +475,7 @@ pub struct Interaction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
     pub id: i64,
-    pub name: String,
+    pub name: OperationName,
     pub tz: OperationTz,
     pub licenses: u32,
 }

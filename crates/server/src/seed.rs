@@ -475,12 +475,12 @@ const PARAS_EN: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::OperationTz;
+    use crate::domain::{OperationName, OperationTz};
 
     fn op(name: &str) -> Operation {
         Operation {
             id: 1,
-            name: name.into(),
+            name: OperationName::parse(name).unwrap(),
             tz: OperationTz::parse("America/Bogota").unwrap(),
             licenses: 10,
         }

@@ -254,6 +254,7 @@ impl From<crate::store::StoreError> for ApiError {
         match e {
             crate::store::StoreError::Busy => Self::Busy,
             e @ crate::store::StoreError::Unavailable(_) => Self::DatabaseUnavailable(e.into()),
+            e @ crate::store::StoreError::TaskFailed(_) => Self::Internal(e.into()),
             other => Self::Internal(other.into()),
         }
     }
@@ -301,5 +302,17 @@ impl IntoResponse for ApiError {
             resp.extensions_mut().insert(LimitRejection(limit));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_store_task_is_a_generic_500() {
+        let e = crate::store::StoreError::TaskFailed("store task failed: panicked".into());
+        let resp = ApiError::from(e).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

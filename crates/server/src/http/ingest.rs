@@ -66,11 +66,12 @@ pub async fn interactions(
     )
     .await?;
     let format = format_of(&headers).ok_or(ApiError::UnsupportedMediaType)?;
+    let max_slots = st.config.limits.concurrent_per_token;
     let slot = st
-        .slots
-        .acquire(&st.store, token.id)
+        .store
+        .take_slot(token.id, max_slots)
         .await?
-        .ok_or(ApiError::TooManySimultaneous(st.slots.max()))?;
+        .ok_or(ApiError::TooManySimultaneous(max_slots))?;
     let limits = &st.config.limits;
     let announced = headers
         .get(header::CONTENT_LENGTH)
@@ -120,7 +121,7 @@ pub async fn interactions(
     );
     let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     resp.extensions_mut().insert(LogFields {
-        operation: Some(token.operation.name.clone()),
+        operation: Some(token.operation.name.to_string()),
         rows: None,
     });
     Ok(resp)

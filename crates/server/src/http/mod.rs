@@ -22,7 +22,6 @@ use tower_http::compression::CompressionLayer;
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::limits::{DailyUsage, Slots};
 use crate::store::Store;
 use error::ApiError;
 
@@ -32,8 +31,6 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
-    pub slots: Arc<Slots>,
-    pub usage: Arc<DailyUsage>,
     maintenance: Arc<AtomicBool>,
     metrics: PrometheusHandle,
 }
@@ -161,8 +158,6 @@ impl Application {
             .context("reading the maintenance switch")?;
         let state = AppState {
             auth: Arc::new(Auth::new(Duration::from_millis(config.refresh_interval_ms))),
-            slots: Slots::new(config.limits.concurrent_per_token),
-            usage: DailyUsage::new(),
             maintenance: Arc::new(AtomicBool::new(maintenance)),
             metrics: metrics_handle(),
             config: Arc::new(config),
@@ -194,7 +189,7 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         refresher.abort();
-        if let Err(e) = st.usage.flush(&st.store).await {
+        if let Err(e) = st.store.flush_usage().await {
             tracing::error!(error = %e, "saving usage counts at shutdown");
         }
         served.map_err(Into::into)
@@ -213,7 +208,7 @@ async fn background(st: AppState) {
             Ok(on) => st.maintenance.store(on, Ordering::Relaxed),
             Err(e) => tracing::warn!(error = %e, "reading the maintenance switch"),
         }
-        if let Err(e) = st.usage.flush(&st.store).await {
+        if let Err(e) = st.store.flush_usage().await {
             tracing::warn!(error = %e, "saving usage counts");
         }
     }

@@ -1,5 +1,6 @@
 //! `GET /api/v2/reports_manager.php` (report `chat_12`) and `GET /api/v2/information.php`
-//! (`token_info`), with the checks of SPEC §3 in their contractual order.
+//! (`token_info`), with the checks in their contractual order (docs/api.md, "Errors, in the
+//! order they are checked"); [`report`] reads that order top to bottom.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -19,8 +20,10 @@ use super::observe::LogFields;
 use crate::auth::AuthFailure;
 use crate::config::EmptyWindow;
 use crate::domain::{Scope, Token, WallClock, Window, WindowError};
-use crate::limits::{Refused, SlotGuard};
-use crate::store::{ReportQuery, ReportRefusal, StoreResult};
+use crate::store::{
+    AdmitRequest, Admitted, HeadReceiver, Refused, ReportQuery, ReportRefusal, ReportStream,
+    SlotGuard, StoreResult,
+};
 
 /// The query parameters the report reads. A repeated parameter: the last one wins, as in PHP.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -52,6 +55,39 @@ fn present(v: &Option<String>) -> Option<&str> {
     v.as_deref().filter(|s| !s.is_empty())
 }
 
+/// The method check: `allowed`, or 405 with `Allow: allow_text`.
+fn check_method(
+    method: &Method,
+    allowed: &'static [Method],
+    allow_text: &'static str,
+) -> Result<(), ApiError> {
+    if allowed.contains(method) {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed { allow: allow_text })
+    }
+}
+
+/// The maintenance switch: while it is on every `/api/v2/` request is refused.
+fn check_maintenance(st: &AppState) -> Result<(), ApiError> {
+    if st.maintenance_on() {
+        return Err(ApiError::Maintenance {
+            retry_after_secs: st.config.maintenance_retry_after_secs,
+        });
+    }
+    Ok(())
+}
+
+/// The token: present (401 otherwise), then known, unrevoked and of `scope` (403 otherwise).
+async fn authenticate(st: &AppState, headers: &HeaderMap, scope: Scope) -> Result<Token, ApiError> {
+    let header = headers.get("wolkvox-token").map(HeaderValue::as_bytes);
+    match st.auth.check(&st.store, header, scope).await? {
+        Ok(t) => Ok(t),
+        Err(AuthFailure::Missing) => Err(ApiError::TokenMissing),
+        Err(AuthFailure::Invalid) => Err(ApiError::TokenInvalid),
+    }
+}
+
 /// Checks shared by every `/api/v2/` endpoint, in order: method, maintenance, token.
 pub(super) async fn admit(
     st: &AppState,
@@ -61,35 +97,28 @@ pub(super) async fn admit(
     allowed: &'static [Method],
     allow_text: &'static str,
 ) -> Result<Token, ApiError> {
-    if !allowed.contains(method) {
-        return Err(ApiError::MethodNotAllowed { allow: allow_text });
-    }
-    if st.maintenance_on() {
-        return Err(ApiError::Maintenance {
-            retry_after_secs: st.config.maintenance_retry_after_secs,
-        });
-    }
-    let header = headers.get("wolkvox-token").map(HeaderValue::as_bytes);
-    match st.auth.check(&st.store, header, scope).await? {
-        Ok(t) => Ok(t),
-        Err(AuthFailure::Missing) => Err(ApiError::TokenMissing),
-        Err(AuthFailure::Invalid) => Err(ApiError::TokenInvalid),
-    }
+    check_method(method, allowed, allow_text)?;
+    check_maintenance(st)?;
+    authenticate(st, headers, scope).await
 }
 
-/// Takes a concurrency slot, then counts one use against the daily limit.
-async fn take_slot_and_use(st: &AppState, token: &Token) -> Result<(SlotGuard, u64), ApiError> {
-    let day = WallClock::now_in(token.operation.tz).day();
-    let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
-    crate::limits::admit(&st.slots, &st.usage, &st.store, token.id, day, limit)
-        .await?
-        .map_err(|r| refusal(st, r))
+/// What a request of `token` asks of its per-token limits today.
+fn limits_of(st: &AppState, token: &Token) -> AdmitRequest {
+    let limits = &st.config.limits;
+    AdmitRequest {
+        token: token.id,
+        day: WallClock::now_in(token.operation.tz).day(),
+        daily_limit: token.effective_daily_limit(limits.daily_per_license),
+        max_slots: limits.concurrent_per_token,
+    }
 }
 
 /// The answer to a refused admission.
 fn refusal(st: &AppState, r: Refused) -> ApiError {
     match r {
-        Refused::Simultaneous => ApiError::TooManySimultaneous(st.slots.max()),
+        Refused::Simultaneous => {
+            ApiError::TooManySimultaneous(st.config.limits.concurrent_per_token)
+        }
         Refused::DailyLimit => ApiError::TokenLimitExceeded,
     }
 }
@@ -103,6 +132,10 @@ pub(super) async fn release(slot: SlotGuard) {
     }
 }
 
+/// `chat_12`. The checks run top to bottom in the contract's order (docs/api.md, "Errors, in
+/// the order they are checked"; the numbers below are its rows): the first that fails decides
+/// the answer, so a request with several faults always gets the same one, and a use is counted
+/// only once every check up to the daily limit has passed.
 #[tracing::instrument(name = "report", skip_all)]
 pub async fn report(
     State(st): State<AppState>,
@@ -110,64 +143,48 @@ pub async fn report(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let token = admit(&st, &method, &headers, Scope::Report, GET_HEAD, "GET, HEAD").await?;
+    let limits = &st.config.limits;
+    // 1. Path: only `/api/v2/reports_manager.php` is routed here (`super::router`).
+    // 2. Method.
+    check_method(&method, GET_HEAD, "GET, HEAD")?;
+    // 3. Maintenance.
+    check_maintenance(&st)?;
+    // 4–5. Token: present, then valid for reports.
+    let token = authenticate(&st, &headers, Scope::Report).await?;
+    // 6–7. `api`: present, then `chat_12`.
     let params = ReportParams::parse(query.as_deref());
     match present(&params.api) {
         None => return Err(ApiError::ParametersRequired),
         Some(voxtrail_wire::CHAT_12) => {}
         Some(_) => return Err(ApiError::ApiDoesNotExist),
     }
+    // 8. Both dates present.
     let (Some(ini), Some(end)) = (present(&params.date_ini), present(&params.date_end)) else {
         return Err(ApiError::ParametersRequired);
     };
-    let limits = &st.config.limits;
+    // 9–11. Dates: format, order, length.
     let window = Window::parse(ini, end, limits.max_window_days).map_err(|e| match e {
         WindowError::BadFormat => ApiError::InvalidDateFormat,
         WindowError::Reversed => ApiError::DatesReversed,
         WindowError::TooLong => ApiError::RangeTooLong(limits.max_window_days),
     })?;
+    // 12–13. Concurrency slot, then the daily limit: one store call, which also starts the
+    // report (on PostgreSQL a poll-sized answer comes from the same statement).
     let q = ReportQuery {
         operation_id: token.operation.id,
         window,
         max_records: limits.max_records,
         max_bytes: limits.max_bytes,
     };
-    let day = WallClock::now_in(token.operation.tz).day();
-    let daily = token.effective_daily_limit(limits.daily_per_license);
     let asked = tokio::time::Instant::now();
-    let admitted =
-        crate::limits::admit_report(&st.slots, &st.usage, &st.store, token.id, day, daily, q)
-            .await?;
-    let (slot, _, started) = admitted.map_err(|r| refusal(&st, r))?;
-    let limit = limits.consumption_timeout();
-    let waited = tokio::time::timeout(limit, started).await;
-    // The timer has millisecond granularity; the elapsed check makes the limit exact.
-    if waited.is_err() || asked.elapsed() > limit {
-        return Err(ApiError::Timeout(limit));
-    }
-    let stream = match waited {
-        Err(_) => return Err(ApiError::Timeout(limit)),
-        Ok(Err(_)) => {
-            return Err(ApiError::Internal(anyhow::anyhow!(
-                "report producer stopped"
-            )));
-        }
-        Ok(Ok(Err(ReportRefusal::TooManyRecords(found)))) => {
-            return Err(ApiError::TooManyRecords {
-                found,
-                limit: limits.max_records,
-            });
-        }
-        Ok(Ok(Err(ReportRefusal::TooLarge))) => {
-            return Err(ApiError::TooLarge {
-                limit_bytes: limits.max_bytes,
-            });
-        }
-        Ok(Ok(Err(ReportRefusal::Store(e)))) => return Err(e.into()),
-        Ok(Ok(Ok(s))) => s,
-    };
+    let admitted = st.store.admit(limits_of(&st, &token), Some(q)).await?;
+    let Admitted { slot, head, .. } = admitted.map_err(|r| refusal(&st, r))?;
+    // 14–16. Result size (records, then bytes) from the head, before the first byte; or the
+    // consumption timeout when the head does not come in time.
+    let stream = wait_for_head(head, asked, &st).await?;
+    // 17. An empty window in the hosted API's 404 compatibility mode.
     let fields = LogFields {
-        operation: Some(token.operation.name.clone()),
+        operation: Some(token.operation.name.to_string()),
         rows: Some(stream.head.rows),
     };
     if stream.head.rows == 0 && st.config.compat.empty_window == EmptyWindow::NotFound {
@@ -193,6 +210,38 @@ pub async fn report(
     );
     resp.extensions_mut().insert(fields);
     Ok(resp)
+}
+
+/// The report's head within the consumption limit (counted from `asked`), or the refusal the
+/// producer decided from count and size.
+async fn wait_for_head(
+    head: Option<HeadReceiver>,
+    asked: tokio::time::Instant,
+    st: &AppState,
+) -> Result<ReportStream, ApiError> {
+    let limits = &st.config.limits;
+    let started = head.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no report started")))?;
+    let limit = limits.consumption_timeout();
+    let waited = tokio::time::timeout(limit, started).await;
+    // The timer has millisecond granularity; the elapsed check makes the limit exact.
+    if waited.is_err() || asked.elapsed() > limit {
+        return Err(ApiError::Timeout(limit));
+    }
+    match waited {
+        Err(_) => Err(ApiError::Timeout(limit)),
+        Ok(Err(_)) => Err(ApiError::Internal(anyhow::anyhow!(
+            "report producer stopped"
+        ))),
+        Ok(Ok(Err(ReportRefusal::TooManyRecords(found)))) => Err(ApiError::TooManyRecords {
+            found,
+            limit: limits.max_records,
+        }),
+        Ok(Ok(Err(ReportRefusal::TooLarge))) => Err(ApiError::TooLarge {
+            limit_bytes: limits.max_bytes,
+        }),
+        Ok(Ok(Err(ReportRefusal::Store(e)))) => Err(e.into()),
+        Ok(Ok(Ok(s))) => Ok(s),
+    }
 }
 
 /// The report body: chunks from the producer, with the concurrency slot held until the stream
@@ -250,9 +299,10 @@ pub async fn token_info(
         Some("token_info") => {}
         Some(_) => return Err(ApiError::ApiDoesNotExist),
     }
-    let (slot, used) = take_slot_and_use(&st, &token).await?;
+    let admitted = st.store.admit(limits_of(&st, &token), None).await?;
+    let Admitted { slot, used, .. } = admitted.map_err(|r| refusal(&st, r))?;
     // Persist pending counts so the operation-wide figure includes every token's uses.
-    st.usage.flush(&st.store).await?;
+    st.store.flush_usage().await?;
     let day = WallClock::now_in(token.operation.tz).day();
     let op_id = token.operation.id;
     let all = st
@@ -271,7 +321,7 @@ pub async fn token_info(
     let body = voxtrail_wire::ok_body("1 records were found", &[row]);
     let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     resp.extensions_mut().insert(LogFields {
-        operation: Some(token.operation.name.clone()),
+        operation: Some(token.operation.name.to_string()),
         rows: Some(1),
     });
     Ok(resp)

@@ -2,11 +2,15 @@
 //!
 //! `Store` is the one entry point the rest of the server uses. It has two backends with the
 //! same methods, tested by the same conformance suite (`crates/server/tests/conformance.rs`):
-//! embedded SQLite (`sqlite.rs`, one process) and PostgreSQL (`postgres.rs`, several replicas
+//! embedded SQLite (`sqlite/`, one process) and PostgreSQL (`postgres/`, several replicas
 //! behind one database). The store knows SQL and the domain types; it knows nothing of HTTP.
+//!
+//! Each backend owns its per-token limits: a request is admitted by one call,
+//! [`Store::admit`] (types in `admission.rs`), and only code in this module knows which
+//! backend is behind a `Store`.
 
+mod admission;
 mod body;
-mod pg_pool;
 pub mod postgres;
 pub mod sqlite;
 pub mod testing;
@@ -14,9 +18,12 @@ pub mod testing;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{Interaction, Operation, OperationTz, Scope, Token, TokenHash, Window};
+use crate::domain::{
+    Interaction, Operation, OperationName, OperationTz, Scope, Token, TokenHash, Window,
+};
 
-pub use postgres::{Admission, PgSlot, PgStore};
+pub use admission::{AdmitRequest, Admitted, HeadReceiver, Refused, SlotGuard};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Errors of the storage layer.
@@ -26,6 +33,9 @@ pub enum StoreError {
     NoSuchOperation(String),
     #[error("an operation named {0:?} already exists")]
     OperationExists(String),
+    /// A name offered for a new operation that `OperationName::parse` refuses.
+    #[error("invalid operation name: {0}")]
+    InvalidOperationName(String),
     #[error("no token with id {0}")]
     NoSuchToken(i64),
     #[error("the database is busy (another writer holds it); try again")]
@@ -34,6 +44,9 @@ pub enum StoreError {
     BadUrl(String),
     #[error("stored data is not what this version expects: {0}")]
     Corrupt(String),
+    /// A task running a store call failed (it panicked or was cancelled).
+    #[error("{0}")]
+    TaskFailed(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database error: {}", pg_text(.0))]
@@ -106,6 +119,23 @@ fn pg_text(e: &::postgres::Error) -> String {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An operation as read from a row of either backend: a stored name or time zone this version
+/// refuses is [`StoreError::Corrupt`].
+pub(crate) fn stored_operation(
+    id: i64,
+    name: &str,
+    tz: &str,
+    licenses: i64,
+) -> StoreResult<Operation> {
+    Ok(Operation {
+        id,
+        name: OperationName::parse(name)
+            .map_err(|e| StoreError::Corrupt(format!("operation {id} {name:?}: {e}")))?,
+        tz: OperationTz::parse(tz).map_err(StoreError::Corrupt)?,
+        licenses: licenses.clamp(0, i64::from(u32::MAX)) as u32,
+    })
+}
 
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,7 +252,41 @@ impl Store {
         let me = self.clone();
         tokio::task::spawn_blocking(move || f(&me))
             .await
-            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+            .map_err(|e| StoreError::TaskFailed(format!("store task failed: {e}")))?
+    }
+
+    /// Admits one request against its token's limits, in the contract's order: a concurrency
+    /// slot, then one use counted against the daily limit (only when a slot was free), then —
+    /// for a `report` — its producer is started. On PostgreSQL the three are one statement
+    /// when the window is poll-sized (docs/adr/0003-limits-in-postgres.md). A slot taken for a
+    /// request the daily limit refuses is freed before this returns.
+    pub async fn admit(
+        &self,
+        req: AdmitRequest,
+        report: Option<ReportQuery>,
+    ) -> StoreResult<Result<Admitted, Refused>> {
+        match self {
+            Self::Sqlite(s) => s.admit(req, report).await,
+            Self::Postgres(s) => s.admit(req, report).await,
+        }
+    }
+
+    /// Takes one of `max` concurrency slots of a token without counting a use (ingestion);
+    /// `None` when all are held.
+    pub async fn take_slot(&self, token: i64, max: u32) -> StoreResult<Option<SlotGuard>> {
+        match self {
+            Self::Sqlite(s) => Ok(s.take_slot(token, max)),
+            Self::Postgres(s) => s.take_slot(token, max).await,
+        }
+    }
+
+    /// Writes daily counts held behind to the database (SQLite: every second and at shutdown;
+    /// PostgreSQL counts in the database, so there is nothing to write).
+    pub async fn flush_usage(&self) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(s) => s.flush_usage().await,
+            Self::Postgres(_) => Ok(()),
+        }
     }
 
     pub fn ping(&self) -> StoreResult<()> {
@@ -238,9 +302,10 @@ impl Store {
         tz: OperationTz,
         licenses: u32,
     ) -> StoreResult<Operation> {
+        let name = OperationName::parse(name).map_err(StoreError::InvalidOperationName)?;
         match self {
-            Self::Sqlite(s) => s.create_operation(name, tz, licenses),
-            Self::Postgres(s) => s.create_operation(name, tz, licenses),
+            Self::Sqlite(s) => s.create_operation(&name, tz, licenses),
+            Self::Postgres(s) => s.create_operation(&name, tz, licenses),
         }
     }
 

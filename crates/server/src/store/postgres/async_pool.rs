@@ -8,7 +8,7 @@
 //! driven by a task on the same runtime.
 //!
 //! Connections open lazily, at most `max` at once; a caller waits up to
-//! [`CHECKOUT_TIMEOUT`](super::postgres) for one, then gets `Busy`. A connection whose session
+//! [`CHECKOUT_TIMEOUT`](super::CHECKOUT_TIMEOUT) for one, then gets `Busy`. A connection whose session
 //! state is unknown is `discard`ed (closed) rather than reused. A connection made inside one
 //! runtime dies with it; the pool notices (`is_closed`) and opens a new one.
 
@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult};
 
 pub(crate) struct AsyncPool {
     config: tokio_postgres::Config,

@@ -1,0 +1,235 @@
+//! PostgreSQL reports: a poll-sized answer from one statement, a larger one streamed from one
+//! `REPEATABLE READ` snapshot on an async report connection.
+
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use tokio_postgres::IsolationLevel;
+
+use super::PgStore;
+use super::async_pool::AsyncConn;
+use crate::store::body::{BodyWriter, Ready};
+use crate::store::{ReportQuery, ReportRefusal, ReportStream, StoreError, StoreResult};
+
+impl PgStore {
+    /// Starts producing a report on the async runtime (needs one).
+    pub fn start_report(
+        &self,
+        q: ReportQuery,
+    ) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
+        self.spawn_report(q, true)
+    }
+
+    /// `start_report`, optionally skipping the poll-sized attempt (known to be too small).
+    pub(super) fn spawn_report(
+        &self,
+        q: ReportQuery,
+        try_small: bool,
+    ) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut conn = match store.inner.reports.get().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            if let Err(e) = produce_report(&mut conn, q, ready_tx, try_small).await {
+                conn.discard();
+                tracing::warn!(error = %e, "report stream ended early");
+            }
+        });
+        ready_rx
+    }
+}
+
+/// A poll-sized answer (at most this many rows and bytes) comes whole from one statement.
+pub(super) const SMALL_ROWS: usize = 256;
+const SMALL_BYTES: usize = 4 << 20;
+
+/// The first rows of a window, in order: one index range scan that stops after `$4` rows. A
+/// count in the same statement (a CTE, a lateral join and a sort) cost PostgreSQL 75 % more CPU
+/// than the rows themselves, so the count of a poll-sized answer is the rows read.
+const FIRST_ROWS: &str = "
+SELECT json FROM interactions
+ WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3
+ ORDER BY local_ts, seq
+ LIMIT $4";
+
+/// The rows of a possibly poll-sized answer, kept while they stay within `SMALL_ROWS` rows and
+/// `SMALL_BYTES` bytes (one row more is read to know the window is larger).
+#[derive(Default)]
+pub(super) struct SmallRows {
+    json: Vec<u8>,
+    /// End offset of each row in `json`.
+    ends: Vec<usize>,
+    pub(super) overflowed: bool,
+}
+
+impl SmallRows {
+    /// Keeps one row; `false` once the window is known not to be poll-sized.
+    pub(super) fn add(&mut self, row: &[u8]) -> bool {
+        if self.overflowed {
+            return false;
+        }
+        if self.ends.len() >= SMALL_ROWS || self.json.len() + row.len() > SMALL_BYTES {
+            self.overflowed = true;
+            self.json = Vec::new();
+            self.ends = Vec::new();
+            return false;
+        }
+        self.json.extend_from_slice(row);
+        self.ends.push(self.json.len());
+        true
+    }
+
+    /// The answer, produced by a task on the runtime (the body's channel is bounded).
+    pub(super) fn answer(
+        self,
+        q: ReportQuery,
+    ) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
+        let (ready, head) = oneshot::channel();
+        tokio::spawn(async move { self.write(ready, &q).await });
+        head
+    }
+
+    /// Applies the limits (through [`BodyWriter`]) and writes the body.
+    async fn write(self, ready: Ready, q: &ReportQuery) {
+        let (rows, bytes) = (self.ends.len() as u64, self.json.len() as u64);
+        let Some(mut body) = BodyWriter::start(ready, q, rows, bytes) else {
+            return;
+        };
+        let mut start = 0;
+        for &end in &self.ends {
+            if !body.push_async(&self.json[start..end]).await {
+                return; // client gone
+            }
+            start = end;
+        }
+        body.finish_async().await;
+    }
+}
+
+/// A poll-sized answer from one statement (one snapshot, one round trip), or `Ok(false)` when
+/// the window holds more rows or bytes than that.
+async fn small_report(
+    conn: &mut AsyncConn,
+    q: &ReportQuery,
+    ready: &mut Option<oneshot::Sender<Result<ReportStream, ReportRefusal>>>,
+) -> StoreResult<bool> {
+    let st = conn.prepared(FIRST_ROWS).await?;
+    let (ini, end) = (q.window.ini().as_i64(), q.window.end().as_i64());
+    let limit = SMALL_ROWS as i64 + 1;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&q.operation_id, &ini, &end, &limit];
+    let stream = conn.client().query_raw(&st, params).await?;
+    let mut stream = std::pin::pin!(stream);
+    let mut rows = SmallRows::default();
+    while let Some(row) = stream.next().await {
+        if !rows.add(row?.try_get::<_, &[u8]>(0)?) {
+            return Ok(false); // the rest of the (limited) answer is skipped by the driver
+        }
+    }
+    let sender = ready.take().expect("sent once");
+    let Some(mut body) =
+        BodyWriter::start(sender, q, rows.ends.len() as u64, rows.json.len() as u64)
+    else {
+        return Ok(true);
+    };
+    let mut start = 0;
+    for &end in &rows.ends {
+        if !body.push_async(&rows.json[start..end]).await {
+            return Ok(true); // client gone
+        }
+        start = end;
+    }
+    body.finish_async().await;
+    Ok(true)
+}
+
+/// Count and size, then the rows streamed as they arrive, all in one REPEATABLE READ snapshot
+/// — or a poll-sized answer from one statement. Memory stays flat: the driver stops reading the
+/// socket while the body's bounded channel is full.
+async fn produce_report(
+    conn: &mut AsyncConn,
+    q: ReportQuery,
+    ready: oneshot::Sender<Result<ReportStream, ReportRefusal>>,
+    try_small: bool,
+) -> StoreResult<()> {
+    let mut ready = Some(ready);
+    if try_small {
+        match small_report(conn, &q, &mut ready).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(e.into()));
+                }
+                return Ok(());
+            }
+        }
+    }
+    let ready = ready.expect("not sent when the answer is not small");
+    let count_st = conn
+        .prepared(
+            "SELECT COUNT(*), COALESCE(SUM(json_len), 0)::BIGINT FROM interactions
+             WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3",
+        )
+        .await?;
+    let rows_st = conn
+        .prepared(
+            "SELECT json FROM interactions
+             WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3
+             ORDER BY local_ts, seq",
+        )
+        .await?;
+    let (ini, end) = (q.window.ini().as_i64(), q.window.end().as_i64());
+    let tx = conn
+        .client_mut()
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let counted = tx
+        .query_one(&count_st, &[&q.operation_id, &ini, &end])
+        .await;
+    let (rows, json_bytes) = match counted {
+        Ok(r) => (
+            r.get::<_, i64>(0).max(0) as u64,
+            r.get::<_, i64>(1).max(0) as u64,
+        ),
+        Err(e) => {
+            let _ = ready.send(Err(StoreError::from(e).into()));
+            return Ok(());
+        }
+    };
+    let Some(mut body) = BodyWriter::start(ready, &q, rows, json_bytes) else {
+        return Ok(()); // refused, or nobody waits any more
+    };
+    let mut gone = false;
+    if rows > 0 {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&q.operation_id, &ini, &end];
+        let stream = tx.query_raw(&rows_st, params).await?;
+        let mut stream = std::pin::pin!(stream);
+        while body.wants_more() {
+            let Some(row) = stream.next().await else {
+                break;
+            };
+            if !body.push_async(row?.try_get::<_, &[u8]>(0)?).await {
+                gone = true;
+                break;
+            }
+        }
+    }
+    if gone {
+        // The client left: close the session rather than let it drain the unwanted rows.
+        drop(tx);
+        conn.discard();
+        return Ok(());
+    }
+    tx.rollback().await?; // read only: as good as a commit
+    body.finish_async().await;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! SQLite ingestion: one `BEGIN IMMEDIATE` transaction on the write connection.
+
+use std::sync::MutexGuard;
+
+use rusqlite::{Connection, params};
+
+use super::{SqliteStore, WRITER_CACHE_KIB};
+use crate::domain::Interaction;
+use crate::store::{Durability, IngestSink, InsertOutcome, StoreError, StoreResult};
+
+impl SqliteStore {
+    pub fn begin_ingest(
+        &self,
+        operation_id: i64,
+        durability: Durability,
+    ) -> StoreResult<SqliteIngest<'_>> {
+        let conn = self.writer();
+        // In WAL mode NORMAL syncs at checkpoints only; FULL syncs every commit.
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Deferred => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        // Synthetic bulk loads get a larger page cache so big transactions spill less.
+        let cache_kib = match durability {
+            Durability::Full => WRITER_CACHE_KIB,
+            Durability::Deferred => 4 * WRITER_CACHE_KIB,
+        };
+        conn.pragma_update(None, "cache_size", -cache_kib)?;
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(StoreError::from_sqlite)?;
+        Ok(SqliteIngest {
+            conn,
+            operation_id,
+            open: true,
+        })
+    }
+}
+
+/// An ingestion transaction on the write connection (`BEGIN IMMEDIATE` … `COMMIT`).
+pub struct SqliteIngest<'a> {
+    conn: MutexGuard<'a, Connection>,
+    operation_id: i64,
+    open: bool,
+}
+
+impl IngestSink for SqliteIngest<'_> {
+    fn insert(&mut self, r: &Interaction) -> StoreResult<InsertOutcome> {
+        let mut ins = self.conn.prepare_cached(
+            "INSERT INTO interactions(operation_id, conn_id, local_ts, json_len, json)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(operation_id, conn_id) DO NOTHING",
+        )?;
+        let changed = ins
+            .execute(params![
+                self.operation_id,
+                r.conn_id,
+                r.date.as_i64(),
+                r.json.len() as i64,
+                r.json
+            ])
+            .map_err(StoreError::from_sqlite)?;
+        if changed == 1 {
+            return Ok(InsertOutcome::Inserted);
+        }
+        let mut sel = self.conn.prepare_cached(
+            "SELECT json FROM interactions WHERE operation_id = ?1 AND conn_id = ?2",
+        )?;
+        let same = sel.query_row(params![self.operation_id, r.conn_id], |row| {
+            Ok(row.get_ref(0)?.as_bytes()? == r.json.as_slice())
+        })?;
+        Ok(if same {
+            InsertOutcome::Duplicate
+        } else {
+            InsertOutcome::Conflict
+        })
+    }
+
+    fn commit(mut self: Box<Self>) -> StoreResult<()> {
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(StoreError::from_sqlite)?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for SqliteIngest<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        // The write connection's default: every commit durable.
+        let _ = self.conn.pragma_update(None, "synchronous", "FULL");
+    }
+}
