@@ -5,6 +5,7 @@ mod admin;
 mod import;
 mod pull;
 mod serve;
+mod serve_lock;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,7 +39,7 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Rows to seed.
+        /// Rows to seed, at most 100000000.
         #[arg(long, default_value_t = 20_000)]
         rows: u64,
     },
