@@ -913,4 +913,146 @@ mod tests {
         assert_eq!(Format::sniff(b""), Format::Ndjson);
         assert_eq!(Format::sniff(b" \n "), Format::Ndjson);
     }
+
+    #[test]
+    fn dates_outside_years_1000_to_9999_are_refused() {
+        for bad in [
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59-12:00",
+            "0999-12-31 23:59:59",
+            "1000-01-01T04:00:00Z", // 999-12-31 in Bogota
+        ] {
+            let raw: RawRecord =
+                serde_json::from_str(&line("").replace("2026-10-01 08:15:00", bad)).unwrap();
+            let errs = validate(raw, 0, tz()).unwrap_err();
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+            assert_eq!(errs[0].field, "date");
+            assert!(errs[0].reason.contains("between 1000-01-01"), "{bad}");
+        }
+        for good in [
+            "1000-01-01 00:00:00",
+            "9999-12-31 23:59:59",
+            "9999-12-31T23:59:59-05:00",
+        ] {
+            let raw: RawRecord =
+                serde_json::from_str(&line("").replace("2026-10-01 08:15:00", good)).unwrap();
+            assert!(validate(raw, 0, tz()).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped_in_every_format() {
+        let nd = format!("\u{feff}{}\n{}\n", line(""), line(""));
+        assert!(read_ndjson(nd.as_bytes()).all(|r| r.is_ok()));
+        let arr = format!("\u{feff} [{}]", line(""));
+        let items: Vec<_> = read_json_array(arr.as_bytes()).collect();
+        assert!(items.len() == 1 && items[0].is_ok(), "{items:?}");
+        let csv = "\u{feff}conn_id,agent_id,from,to,date\nc1,7,a@x.co,b@y.co,2026-10-01 08:15:00\n";
+        assert!(read_csv(csv.as_bytes()).all(|r| r.is_ok()));
+        // Only at the very start: a BOM on a later line is not skipped.
+        let later = format!("{}\n\u{feff}{}\n", line(""), line(""));
+        let items: Vec<_> = read_ndjson(later.as_bytes()).collect();
+        assert!(items[1].is_err());
+    }
+
+    #[test]
+    fn json_arrays_are_split_at_top_level_commas_only() {
+        let tricky = r#"{"conn_id":"a,]}[\"","agent_id":"7","from":"a@x.co","to":"b@y.co","date":"2026-10-01 08:15:00","x":[1,{"y":[]}]}"#;
+        let input = format!(" [ {tricky} ,\n{}\t] \n", line(""));
+        let items: Vec<_> = read_json_array(input.as_bytes()).collect();
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert_eq!(
+            items[0].as_ref().unwrap().conn_id,
+            Field::Text("a,]}[\"".into())
+        );
+        assert!(items[1].is_ok());
+        assert_eq!(read_json_array(&b" [ ] "[..]).count(), 0);
+        let after: Vec<_> = read_json_array(&b"[] x"[..]).collect();
+        assert!(
+            after[0]
+                .as_ref()
+                .unwrap_err()
+                .reason
+                .contains("after the closing")
+        );
+        let not_array: Vec<_> = read_json_array(&b"{\"a\":1}"[..]).collect();
+        assert_eq!(
+            not_array[0].as_ref().unwrap_err().reason,
+            "expected a JSON array of objects"
+        );
+        let empty: Vec<_> = read_json_array(&b""[..]).collect();
+        assert_eq!(empty.len(), 1);
+        let trailing: Vec<_> = read_json_array(&b"[{}, ]"[..]).collect();
+        assert!(trailing[0].is_ok() && trailing[1].is_err());
+    }
+
+    #[test]
+    fn oversized_records_are_refused_without_being_kept() {
+        let huge = "x".repeat(MAX_RECORD_BYTES + 10);
+        // NDJSON: the long line is refused by its line number; the next line is still read.
+        let nd = format!("\n{{\"body\":\"{huge}\"}}\n{}\n", line(""));
+        let items: Vec<_> = read_ndjson(nd.as_bytes()).collect();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[0].as_ref().unwrap_err().reason,
+            "line 2: record larger than 16 MiB"
+        );
+        assert!(items[1].is_ok());
+        // A line with no end at all.
+        let items: Vec<_> = read_ndjson(huge.as_bytes()).collect();
+        assert_eq!(items.len(), 1);
+        assert!(items[0].as_ref().unwrap_err().reason.contains("16 MiB"));
+        // JSON array: the element is refused, its neighbours read.
+        let arr = format!("[{}, {{\"body\":\"{huge}\"}}, {}]", line(""), line(""));
+        let items: Vec<_> = read_json_array(arr.as_bytes()).collect();
+        assert_eq!(items.len(), 3);
+        assert!(items[0].is_ok() && items[2].is_ok());
+        assert_eq!(items[1].as_ref().unwrap_err().reason, TOO_LARGE);
+        // CSV: an unclosed quote would read to the end of input; it stops at the bound.
+        let csv = format!(
+            "conn_id,agent_id,from,to,date,body\nc1,7,a@x.co,b@y.co,2026-10-01 08:15:00,ok\nc2,7,a@x.co,b@y.co,2026-10-01 08:15:00,\"{huge}{huge}"
+        );
+        let items: Vec<_> = read_csv(csv.as_bytes()).collect();
+        assert_eq!(
+            items.len(),
+            2,
+            "{:?}",
+            items.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>()
+        );
+        assert!(items[0].is_ok());
+        assert_eq!(
+            items[1].as_ref().unwrap_err().reason,
+            "line 3: record larger than 16 MiB"
+        );
+    }
+
+    /// A sink that stores nothing (every record is invalid in these tests).
+    struct NoSink;
+    impl IngestSink for NoSink {
+        fn insert(&mut self, _: &Interaction) -> Result<InsertOutcome, StoreError> {
+            Ok(InsertOutcome::Inserted)
+        }
+        fn commit(self: Box<Self>) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_listing_can_be_capped_while_every_invalid_record_is_counted() {
+        let input = "not json\n".repeat(1000);
+        let result = ingest_listing(
+            read_ndjson(input.as_bytes()),
+            tz(),
+            None,
+            Box::new(NoSink),
+            &mut (),
+            100,
+        );
+        let Err(IngestError::Invalid { total, listed }) = result else {
+            panic!("{result:?}");
+        };
+        assert_eq!(total, 1000);
+        assert_eq!(listed.len(), 100);
+        assert_eq!(listed.last().unwrap().index, 99);
+    }
 }
