@@ -19,7 +19,7 @@ use crate::store::{IngestSink, InsertOutcome, StoreError};
 pub const MAX_ID_BYTES: usize = 255;
 /// Longest record accepted, in bytes: all fields together, and also one NDJSON line, one CSV
 /// record or one JSON array element as read. Readers keep at most this much of a record, so
-/// an input without line ends is read in bounded memory (docs/api.md, "Ingestion").
+/// an input without line ends is read in bounded memory (docs/api.md, `POST /api/v2/interactions`).
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 /// The refusal of a record over [`MAX_RECORD_BYTES`].
 const TOO_LARGE: &str = "record larger than 16 MiB";
