@@ -17,7 +17,7 @@ pub enum OperationCmd {
         /// IANA time zone of the operation's dates.
         #[arg(long, default_value = OperationTz::DEFAULT)]
         timezone: String,
-        /// Licenses; the default daily limit of a token is licenses × 1000.
+        /// Licenses, at least 1; the default daily limit of a token is licenses × 1000.
         #[arg(long, default_value_t = 10)]
         licenses: u32,
     },
@@ -35,7 +35,7 @@ pub enum TokenCmd {
         description: String,
         #[arg(long, default_value = "report", value_parser = ["report", "ingest"])]
         scope: String,
-        /// Uses per operation-local day [default: licenses × 1000].
+        /// Uses per operation-local day, 1 to 9223372036854775807 [default: licenses × 1000].
         #[arg(long)]
         daily_limit: Option<u64>,
     },
@@ -50,10 +50,10 @@ pub enum TokenCmd {
 pub struct SeedArgs {
     #[arg(long)]
     operation: String,
-    /// Interactions to generate.
+    /// Interactions to generate, at most 100000000.
     #[arg(long)]
     count: u64,
-    /// Days the interactions spread over.
+    /// Days the interactions spread over, 1 to 36600.
     #[arg(long, default_value_t = 7)]
     days: u32,
     /// End of the spread, YYYYmmddHHiiss in the operation's time [default: now].
@@ -63,6 +63,13 @@ pub struct SeedArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
+
+/// Most interactions one `seed` (or `demo`) run generates.
+pub const MAX_SEED_COUNT: u64 = 100_000_000;
+/// Longest spread of seeded interactions, in days (100 years).
+const MAX_SEED_DAYS: u32 = 36_600;
+/// Largest daily limit a token can have: what both stores hold (a signed 64-bit integer).
+const MAX_DAILY_LIMIT: u64 = i64::MAX as u64;
 
 fn open(database: &str) -> anyhow::Result<Store> {
     Store::open(database).with_context(|| format!("opening database {database}"))
@@ -106,6 +113,13 @@ pub fn token(database: &str, cmd: TokenCmd) -> anyhow::Result<()> {
             daily_limit,
         } => {
             let scope = Scope::parse(&scope).map_err(anyhow::Error::msg)?;
+            if let Some(limit) = daily_limit {
+                anyhow::ensure!(
+                    (1..=MAX_DAILY_LIMIT).contains(&limit),
+                    "--daily-limit must be from 1 to {MAX_DAILY_LIMIT}, not {limit} \
+                     (a limit of 0 would refuse every request; omit the flag for the default)"
+                );
+            }
             anyhow::ensure!(
                 description.chars().count() <= 500,
                 "--description has at most 500 characters"
@@ -147,8 +161,16 @@ pub fn token(database: &str, cmd: TokenCmd) -> anyhow::Result<()> {
 }
 
 pub fn seed(database: &str, args: SeedArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.days >= 1, "--days must be at least 1");
-    anyhow::ensure!(args.count <= 100_000_000, "--count is at most 100000000");
+    anyhow::ensure!(
+        (1..=MAX_SEED_DAYS).contains(&args.days),
+        "--days must be from 1 to {MAX_SEED_DAYS}, not {}",
+        args.days
+    );
+    anyhow::ensure!(
+        args.count <= MAX_SEED_COUNT,
+        "--count is at most {MAX_SEED_COUNT}"
+    );
+    let days = args.days;
     let store = open(database)?;
     let op = store.operation(&args.operation)?;
     let until = match &args.until {
@@ -157,9 +179,17 @@ pub fn seed(database: &str, args: SeedArgs) -> anyhow::Result<()> {
         })?,
         None => WallClock::now_in(op.tz),
     };
+    // Seeded dates stay inside the years ingestion accepts (1000–9999).
+    let earliest = chrono::NaiveDate::from_ymd_opt(1000, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .expect("a real date");
+    anyhow::ensure!(
+        until.to_naive() - chrono::Duration::days(i64::from(days)) >= earliest,
+        "--until minus --days must not fall before 1000-01-01 00:00:00"
+    );
     let spec = SeedSpec {
         count: args.count,
-        days: args.days,
+        days,
         until,
         seed: args.seed,
     };

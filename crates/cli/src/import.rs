@@ -51,6 +51,10 @@ Mail import (--format mbox|eml|maildir, --agents required):
 
 const READ_BUFFER: usize = 1024 * 1024;
 
+/// Invalid records listed on stderr, one line per problem; the rest are only counted (one
+/// closing line gives their number), so a huge bad input neither floods stderr nor fills memory.
+const LISTED: usize = 100;
+
 /// One opened input and the number of its first record in the whole import.
 struct Input {
     name: String,
@@ -133,31 +137,16 @@ pub fn run(database: &str, args: ImportArgs) -> anyhow::Result<()> {
     let store = Store::open(database).with_context(|| format!("opening database {database}"))?;
     let op = store.operation(&args.operation)?;
 
-    // JSON arrays are parsed whole; keep their bytes alive for the borrowed iterator.
+    // Every format is read as a stream, one record at a time (at most
+    // `ingest::MAX_RECORD_BYTES` of it kept), so memory does not grow with the input.
     let mut names = Vec::new();
-    let mut arrays: Vec<(usize, Vec<u8>)> = Vec::new();
-    let mut streams: Vec<(usize, Input)> = Vec::new();
-    for (i, mut input) in inputs.into_iter().enumerate() {
-        names.push(input.name.clone());
-        if input.format == Format::JsonArray {
-            let mut buf = Vec::new();
-            input
-                .reader
-                .read_to_end(&mut buf)
-                .with_context(|| format!("reading {}", input.name))?;
-            arrays.push((i, buf));
-        } else {
-            streams.push((i, input));
-        }
-    }
     let mut parts: Vec<(usize, RecordIter<'_>)> = Vec::new();
-    for (i, buf) in &arrays {
-        parts.push((*i, ingest::read_json_array(buf)));
-    }
-    for (i, input) in streams {
+    for (i, input) in inputs.into_iter().enumerate() {
+        names.push(input.name.clone());
         let it = match input.format {
             Format::Csv => ingest::read_csv(input.reader),
-            _ => ingest::read_ndjson(input.reader),
+            Format::JsonArray => ingest::read_json_array(input.reader),
+            Format::Ndjson => ingest::read_ndjson(input.reader),
         };
         parts.push((i, it));
     }
@@ -180,7 +169,7 @@ pub fn run(database: &str, args: ImportArgs) -> anyhow::Result<()> {
         unit: "records",
     };
     let sink = store.begin_ingest(op.id)?;
-    let result = ingest::ingest(chained, op.tz, None, sink, &mut progress);
+    let result = ingest::ingest_listing(chained, op.tz, None, sink, &mut progress, LISTED);
     let locate = |index: u64| -> String {
         let starts = starts.borrow();
         let file = starts.iter().rposition(|&s| s <= index).unwrap_or(0);
@@ -202,6 +191,9 @@ pub fn run(database: &str, args: ImportArgs) -> anyhow::Result<()> {
         Err(IngestError::Invalid { total, listed }) => {
             for e in &listed {
                 print_rejected(&locate(e.index), e);
+            }
+            if total > LISTED as u64 {
+                eprintln!("… and {} more invalid records", total - LISTED as u64);
             }
             anyhow::bail!("{total} invalid records; nothing was imported")
         }

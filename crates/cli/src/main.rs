@@ -5,6 +5,7 @@ mod admin;
 mod import;
 mod pull;
 mod serve;
+mod serve_lock;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,7 +39,7 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Rows to seed.
+        /// Rows to seed, at most 100000000.
         #[arg(long, default_value_t = 20_000)]
         rows: u64,
     },
@@ -97,21 +98,55 @@ fn database(flag: Option<String>) -> String {
 
 /// Servers log one JSON line per event; admin commands only warnings, readable.
 /// `VOXTRAIL_LOG` takes an env-filter directive (`debug`, `voxtrail_server=trace`, …).
+///
+/// Whatever `VOXTRAIL_LOG` says, the dependencies in [`PAYLOAD_LOGGERS`] are capped at `info`
+/// by a second filter layer that no directive can widen: at `debug` and `trace` they log
+/// statement parameters (interaction bodies, token hashes), request bytes or URLs.
 fn init_logging(serving: bool) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let default = if serving { "info" } else { "warn" };
     let filter =
         EnvFilter::try_from_env("VOXTRAIL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(payload_cap());
     if serving {
-        builder
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
-            .with_current_span(false)
-            .init();
+            .with_current_span(false);
+        registry.with(fmt).init();
     } else {
-        builder.without_time().init();
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .without_time();
+        registry.with(fmt).init();
     }
+}
+
+/// Log targets (prefixes) of dependencies that put payloads in their `debug`/`trace` events:
+/// the PostgreSQL drivers log every statement with its parameters; the HTTP stacks log
+/// request and response details; the SQLite and mail crates are capped for the same reason.
+const PAYLOAD_LOGGERS: [&str; 8] = [
+    "tokio_postgres",
+    "postgres",
+    "hyper",
+    "h2",
+    "reqwest",
+    "tower_http",
+    "rusqlite",
+    "mail_parser",
+];
+
+/// A filter that lets everything through except `debug`/`trace` events of
+/// [`PAYLOAD_LOGGERS`]. It is a layer of its own, so it cannot be overridden by `VOXTRAIL_LOG`.
+fn payload_cap() -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    PAYLOAD_LOGGERS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, target| t.with_target(*target, LevelFilter::INFO),
+    )
 }

@@ -9,6 +9,8 @@ use voxtrail_server::domain::{OperationTz, Scope, TokenSecret, WallClock};
 use voxtrail_server::seed::{self, SeedSpec};
 use voxtrail_server::{Application, Config, Store};
 
+use crate::serve_lock::{self, ServeLock};
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -28,12 +30,19 @@ pub fn serve(
     if let Some(l) = listen {
         cfg.listen = l;
     }
+    // Before opening the store, so a refused second server touches nothing.
+    let lock = serve_lock::acquire(&cfg.database)?;
     let store =
         Store::open(&cfg.database).with_context(|| format!("opening database {}", cfg.database))?;
-    runtime()?.block_on(run(cfg, store, None))
+    runtime()?.block_on(run(cfg, store, None, lock))
 }
 
 pub fn demo(database: Option<String>, listen: Option<SocketAddr>, rows: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        rows <= crate::admin::MAX_SEED_COUNT,
+        "--rows is at most {}",
+        crate::admin::MAX_SEED_COUNT
+    );
     let mut cfg = Config::load(None)?;
     let url = match database {
         Some(db) => db,
@@ -50,6 +59,7 @@ pub fn demo(database: Option<String>, listen: Option<SocketAddr>, rows: u64) -> 
     if let Some(l) = listen {
         cfg.listen = l;
     }
+    let lock = serve_lock::acquire(&url)?;
     let store = Store::open(&url).with_context(|| format!("opening database {url}"))?;
     let tz = OperationTz::parse(OperationTz::DEFAULT).map_err(anyhow::Error::msg)?;
     let op = match store.operation("demo") {
@@ -92,7 +102,7 @@ pub fn demo(database: Option<String>, listen: Option<SocketAddr>, rows: u64) -> 
         ini: format!("{:014}", ini.as_i64()),
         end: format!("{:014}", until.as_i64()),
     };
-    runtime()?.block_on(run(cfg, store, Some(demo)))
+    runtime()?.block_on(run(cfg, store, Some(demo), lock))
 }
 
 struct Demo {
@@ -102,9 +112,18 @@ struct Demo {
     end: String,
 }
 
-async fn run(cfg: Config, store: Store, demo: Option<Demo>) -> anyhow::Result<()> {
+/// Serves until stopped; `lock` (SQLite only) is held until the server has drained.
+async fn run(
+    cfg: Config,
+    store: Store,
+    demo: Option<Demo>,
+    mut lock: Option<ServeLock>,
+) -> anyhow::Result<()> {
     let app = Application::build(cfg, store).await?;
     let addr = app.local_addr()?;
+    if let Some(lock) = &mut lock {
+        lock.record(Some(addr))?;
+    }
     println!("voxtrail listening on http://{addr}");
     if let Some(d) = demo {
         println!("report token: {}", d.token);
@@ -115,7 +134,9 @@ async fn run(cfg: Config, store: Store, demo: Option<Demo>) -> anyhow::Result<()
             d.token, d.ini, d.end
         );
     }
-    app.run_until_stopped(shutdown_signal()).await
+    let served = app.run_until_stopped(shutdown_signal()).await;
+    drop(lock);
+    served
 }
 
 async fn shutdown_signal() {

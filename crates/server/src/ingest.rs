@@ -17,8 +17,18 @@ use crate::store::{IngestSink, InsertOutcome, StoreError};
 
 /// Longest `conn_id` / `agent_id` / `cod_act` accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 255;
-/// Longest record accepted (all fields together), in bytes.
+/// Longest record accepted, in bytes: all fields together, and also one NDJSON line, one CSV
+/// record or one JSON array element as read. Readers keep at most this much of a record, so
+/// an input without line ends is read in bounded memory (docs/api.md, `POST /api/v2/interactions`).
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+/// The refusal of a record over [`MAX_RECORD_BYTES`].
+const TOO_LARGE: &str = "record larger than 16 MiB";
+/// Earliest and latest operation-local wall clock accepted as a `date`: years 1000–9999, the
+/// four-digit years of `YYYY-mm-dd HH:ii:ss` and of `YYYYmmddHHiiss` report windows.
+const EARLIEST_DATE: i64 = 10000101000000; // 1000-01-01 00:00:00
+const LATEST_DATE: i64 = 99991231235959; // 9999-12-31 23:59:59
+/// The UTF-8 byte-order mark some editors write at the start of a file; skipped in every format.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The formats records can arrive in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,9 +146,12 @@ fn err(index: u64, field: &str, reason: impl Into<String>) -> RecordError {
 /// Reads records one by one. Each item is a record or the reason it could not be read.
 pub type RecordIter<'a> = Box<dyn Iterator<Item = Result<RawRecord, RecordError>> + 'a>;
 
-/// Reads NDJSON: one JSON object per line; blank lines are not records.
+/// Reads NDJSON: one JSON object per line; blank lines are not records. A leading byte-order
+/// mark is skipped. A line longer than [`MAX_RECORD_BYTES`] is refused (naming its line) and
+/// read to its end without being kept.
 pub fn read_ndjson<'a, R: BufRead + 'a>(mut input: R) -> RecordIter<'a> {
     let mut index = 0u64;
+    let mut line_no = 0u64;
     let mut line = Vec::new();
     let mut done = false;
     Box::new(std::iter::from_fn(move || {
@@ -147,7 +160,7 @@ pub fn read_ndjson<'a, R: BufRead + 'a>(mut input: R) -> RecordIter<'a> {
                 return None;
             }
             line.clear();
-            match input.read_until(b'\n', &mut line) {
+            match read_line_bounded(&mut input, &mut line, MAX_RECORD_BYTES) {
                 Ok(0) => return None,
                 Ok(_) => {}
                 Err(e) => {
@@ -155,17 +168,55 @@ pub fn read_ndjson<'a, R: BufRead + 'a>(mut input: R) -> RecordIter<'a> {
                     return Some(Err(err(index, "", format!("cannot read input: {e}"))));
                 }
             }
-            if line.iter().all(u8::is_ascii_whitespace) {
+            line_no += 1;
+            let text = match line_no {
+                1 => line.strip_prefix(BOM).unwrap_or(&line),
+                _ => &line[..],
+            };
+            if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             let i = index;
             index += 1;
-            if line.len() > MAX_RECORD_BYTES {
-                return Some(Err(err(i, "", "record larger than 16 MiB")));
+            if text.len() > MAX_RECORD_BYTES {
+                return Some(Err(err(i, "", format!("line {line_no}: {TOO_LARGE}"))));
             }
-            return Some(parse_object(&line, i));
+            return Some(parse_object(text, i));
         }
     }))
+}
+
+/// Reads one line (through its `\n`, or to the end of input) into `line`, keeping at most
+/// `max + 1` bytes of it: the rest of a longer line is consumed without being kept. Returns
+/// the length of the whole line (0 at the end of input).
+fn read_line_bounded<R: BufRead>(
+    input: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(total);
+        }
+        let (chunk, ends) = match buf.iter().position(|&b| b == b'\n') {
+            Some(p) => (&buf[..=p], true),
+            None => (buf, false),
+        };
+        let keep = (max + 1).saturating_sub(line.len()).min(chunk.len());
+        line.extend_from_slice(&chunk[..keep]);
+        let n = chunk.len();
+        total += n;
+        input.consume(n);
+        if ends {
+            return Ok(total);
+        }
+    }
 }
 
 fn parse_object(bytes: &[u8], index: u64) -> Result<RawRecord, RecordError> {
@@ -177,40 +228,178 @@ fn parse_object(bytes: &[u8], index: u64) -> Result<RawRecord, RecordError> {
         .map_err(|e| err(index, "", format!("invalid JSON: {e}")))
 }
 
-/// Reads a JSON array of objects. The whole array is parsed first (it is bounded by the
-/// caller); each element is then read on its own so one bad element does not hide the others.
-pub fn read_json_array<'a>(input: &'a [u8]) -> RecordIter<'a> {
-    let elements: Vec<&serde_json::value::RawValue> = match serde_json::from_slice(input) {
-        Ok(v) => v,
-        Err(e) => {
-            let reason = if input.trim_ascii().first() == Some(&b'[') {
-                format!("invalid JSON array: {e}")
-            } else {
-                "expected a JSON array of objects".to_owned()
-            };
-            return Box::new(std::iter::once(Err(err(0, "", reason))));
-        }
+/// Reads a JSON array of objects, one element at a time: the array is split at its top-level
+/// commas (strings and nesting are followed) and each element is parsed on its own, so one
+/// bad element does not hide the others and memory holds one element, not the array. A
+/// leading byte-order mark is skipped; an element longer than [`MAX_RECORD_BYTES`] is refused
+/// and skipped without being kept.
+pub fn read_json_array<'a, R: BufRead + 'a>(input: R) -> RecordIter<'a> {
+    let mut arr = JsonArraySplitter {
+        input,
+        element: Vec::new(),
+        state: ArrayState::Start,
     };
-    Box::new(
-        elements
-            .into_iter()
-            .enumerate()
-            .map(|(i, raw)| parse_object(raw.get().as_bytes(), i as u64)),
-    )
+    let mut index = 0u64;
+    Box::new(std::iter::from_fn(move || {
+        let item = match arr.next_element() {
+            Ok(None) => return None,
+            Ok(Some(true)) => parse_object(&arr.element, index),
+            Ok(Some(false)) => Err(err(index, "", TOO_LARGE)),
+            Err(reason) => {
+                arr.state = ArrayState::Done;
+                Err(err(index, "", reason))
+            }
+        };
+        index += 1;
+        Some(item)
+    }))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArrayState {
+    /// Before the opening `[`.
+    Start,
+    /// Inside the array, before an element.
+    Elements,
+    /// After the closing `]` (or a fatal error).
+    Done,
+}
+
+struct JsonArraySplitter<R> {
+    input: R,
+    /// The current element's bytes, at most `MAX_RECORD_BYTES + 1` of them.
+    element: Vec<u8>,
+    state: ArrayState,
+}
+
+impl<R: BufRead> JsonArraySplitter<R> {
+    /// The next byte, or `None` at the end of input.
+    fn byte(&mut self) -> Result<Option<u8>, String> {
+        loop {
+            match self.input.fill_buf() {
+                Ok([]) => return Ok(None),
+                Ok(buf) => {
+                    let b = buf[0];
+                    self.input.consume(1);
+                    return Ok(Some(b));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("cannot read input: {e}")),
+            }
+        }
+    }
+
+    /// The next byte that is not JSON whitespace.
+    fn non_blank(&mut self) -> Result<Option<u8>, String> {
+        loop {
+            match self.byte()? {
+                Some(b) if b.is_ascii_whitespace() => {}
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Reads the next element into `self.element`: `Some(true)` when it was kept whole,
+    /// `Some(false)` when it was too large (skipped), `None` after the closing `]`.
+    fn next_element(&mut self) -> Result<Option<bool>, String> {
+        const UNEXPECTED_END: &str = "invalid JSON array: unexpected end of input";
+        if self.state == ArrayState::Start {
+            let mut first = self.non_blank()?;
+            if first == Some(BOM[0]) {
+                for &b in &BOM[1..] {
+                    if self.byte()? != Some(b) {
+                        return Err("expected a JSON array of objects".to_owned());
+                    }
+                }
+                first = self.non_blank()?;
+            }
+            if first != Some(b'[') {
+                return Err("expected a JSON array of objects".to_owned());
+            }
+            self.state = ArrayState::Elements;
+            match self.non_blank()? {
+                None => return Err(UNEXPECTED_END.to_owned()),
+                Some(b']') => return self.finish().map(|()| None),
+                Some(b) => self.element = vec![b],
+            }
+        } else if self.state == ArrayState::Done {
+            return Ok(None);
+        } else {
+            self.element.clear();
+        }
+        // Depth of nesting inside the element, and whether we are inside a string.
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut escaped = false;
+        let mut pending = self.element.pop();
+        loop {
+            let b = match pending.take() {
+                Some(b) => b,
+                None => match self.byte()? {
+                    Some(b) => b,
+                    None => return Err(UNEXPECTED_END.to_owned()),
+                },
+            };
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+            } else {
+                match b {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth > 0 => depth -= 1,
+                    b',' if depth == 0 => return Ok(Some(self.kept())),
+                    b']' => {
+                        let kept = self.kept();
+                        self.finish()?;
+                        return Ok(Some(kept));
+                    }
+                    _ => {}
+                }
+            }
+            if self.element.len() <= MAX_RECORD_BYTES {
+                self.element.push(b);
+            }
+        }
+    }
+
+    fn kept(&self) -> bool {
+        self.element.len() <= MAX_RECORD_BYTES
+    }
+
+    /// After the closing `]`: only whitespace may follow.
+    fn finish(&mut self) -> Result<(), String> {
+        self.state = ArrayState::Done;
+        match self.non_blank()? {
+            None => Ok(()),
+            Some(_) => Err("invalid JSON array: characters after the closing ]".to_owned()),
+        }
+    }
 }
 
 /// Reads CSV whose header names §1 fields. Required columns must be present; unknown columns
 /// are ignored.
 pub fn read_csv<'a, R: std::io::Read + 'a>(input: R) -> RecordIter<'a> {
-    let mut rdr = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+    let bound = CsvBound::default();
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(BoundedRead {
+            inner: input,
+            bound: bound.clone(),
+        });
     let header = match rdr.headers() {
         Ok(h) => h.clone(),
         Err(e) => {
-            return Box::new(std::iter::once(Err(err(
-                0,
-                "",
-                format!("invalid CSV header: {e}"),
-            ))));
+            let reason = match bound.tripped.get() {
+                true => format!("line 1: {TOO_LARGE}"),
+                false => format!("invalid CSV header: {e}"),
+            };
+            return Box::new(std::iter::once(Err(err(0, "", reason))));
         }
     };
     let names = voxtrail_wire::CHAT_12_FIELDS;
@@ -241,7 +430,10 @@ pub fn read_csv<'a, R: std::io::Read + 'a>(input: R) -> RecordIter<'a> {
             return None;
         }
         let i = index;
-        match rdr.read_byte_record(&mut rec) {
+        let line = rdr.position().line();
+        let result = rdr.read_byte_record(&mut rec);
+        bound.record_start.set(rdr.position().byte());
+        match result {
             Ok(false) => None,
             Ok(true) => {
                 index += 1;
@@ -276,10 +468,48 @@ pub fn read_csv<'a, R: std::io::Read + 'a>(input: R) -> RecordIter<'a> {
                 if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) {
                     done = true;
                 }
+                if bound.tripped.get() {
+                    return Some(Err(err(i, "", format!("line {line}: {TOO_LARGE}"))));
+                }
                 Some(Err(err(i, "", format!("invalid CSV record: {e}"))))
             }
         }
     }))
+}
+
+/// Where the CSV reader's current record started, and whether the bound was hit.
+#[derive(Debug, Clone, Default)]
+struct CsvBound {
+    /// Bytes handed to the CSV reader so far.
+    delivered: std::rc::Rc<std::cell::Cell<u64>>,
+    /// Input offset where the record being read starts.
+    record_start: std::rc::Rc<std::cell::Cell<u64>>,
+    tripped: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+/// The CSV reader's input, refusing to hand over more than [`MAX_RECORD_BYTES`] (plus the
+/// reader's own small buffer) past the start of the record being read: the `csv` crate grows
+/// a record without limit (an unclosed quote reads to the end of input), so the bound is here.
+struct BoundedRead<R> {
+    inner: R,
+    bound: CsvBound,
+}
+
+/// Read-ahead the CSV reader may hold beyond the current record (its buffer is 8 KiB).
+const CSV_SLACK: u64 = 64 * 1024;
+
+impl<R: std::io::Read> std::io::Read for BoundedRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let b = &self.bound;
+        let used = b.delivered.get() - b.record_start.get();
+        if used > MAX_RECORD_BYTES as u64 + CSV_SLACK {
+            b.tripped.set(true);
+            return Err(std::io::Error::other(TOO_LARGE));
+        }
+        let n = self.inner.read(buf)?;
+        b.delivered.set(b.delivered.get() + n as u64);
+        Ok(n)
+    }
 }
 
 const REQUIRED: [&str; 5] = ["conn_id", "agent_id", "from", "to", "date"];
@@ -358,7 +588,15 @@ pub fn validate(
         None
     } else {
         match parse_date(&date_text, tz) {
-            Some(d) => Some(d),
+            Some(d) if (EARLIEST_DATE..=LATEST_DATE).contains(&d.as_i64()) => Some(d),
+            Some(_) => {
+                errors.push(err(
+                    index,
+                    "date",
+                    "must fall between 1000-01-01 00:00:00 and 9999-12-31 23:59:59 in the operation's time zone",
+                ));
+                None
+            }
             None => {
                 errors.push(err(
                     index,
@@ -439,7 +677,10 @@ pub fn parse_date(s: &str, tz: OperationTz) -> Option<WallClock> {
 pub enum IngestError {
     #[error("{total} invalid records")]
     Invalid {
+        /// Invalid records, all counted.
         total: u64,
+        /// Their problems (several per record), for every record or for the first ones only
+        /// (see [`ingest_listing`]).
         listed: Vec<RecordError>,
     },
     #[error("{} conn_id already stored with different content", .0.len())]
@@ -491,8 +732,22 @@ pub fn ingest(
     records: RecordIter<'_>,
     tz: OperationTz,
     max_records: Option<usize>,
+    sink: Box<dyn IngestSink + '_>,
+    progress: &mut dyn Progress,
+) -> Result<IngestSummary, IngestError> {
+    ingest_listing(records, tz, max_records, sink, progress, usize::MAX)
+}
+
+/// [`ingest`], keeping the problems of at most `list_at_most` invalid records in
+/// [`IngestError::Invalid`]'s `listed` (its `total` still counts them all), so memory does not
+/// grow with the number of invalid records of an unbounded input.
+pub fn ingest_listing(
+    records: RecordIter<'_>,
+    tz: OperationTz,
+    max_records: Option<usize>,
     mut sink: Box<dyn IngestSink + '_>,
     progress: &mut dyn Progress,
+    list_at_most: usize,
 ) -> Result<IngestSummary, IngestError> {
     let mut summary = IngestSummary {
         inserted: 0,
@@ -523,7 +778,9 @@ pub fn ingest(
         match parsed {
             Err(errs) => {
                 invalid_total += 1;
-                listed.extend(errs);
+                if invalid_total <= list_at_most as u64 {
+                    listed.extend(errs);
+                }
             }
             // After a conflict, records are still offered (and rolled back at the end) so
             // that every conflicting conn_id is named, not only the first.
@@ -616,7 +873,7 @@ mod tests {
         let items: Vec<_> = read_json_array(input.as_bytes()).collect();
         assert_eq!(items.len(), 3);
         assert_eq!(items[1].as_ref().unwrap_err().index, 1);
-        let broken: Vec<_> = read_json_array(b"[{\"a\":").collect();
+        let broken: Vec<_> = read_json_array(&b"[{\"a\":"[..]).collect();
         assert!(
             broken[0]
                 .as_ref()
@@ -655,5 +912,147 @@ mod tests {
         assert_eq!(Format::sniff(b"conn_id,"), Format::Csv);
         assert_eq!(Format::sniff(b""), Format::Ndjson);
         assert_eq!(Format::sniff(b" \n "), Format::Ndjson);
+    }
+
+    #[test]
+    fn dates_outside_years_1000_to_9999_are_refused() {
+        for bad in [
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59-12:00",
+            "0999-12-31 23:59:59",
+            "1000-01-01T04:00:00Z", // 999-12-31 in Bogota
+        ] {
+            let raw: RawRecord =
+                serde_json::from_str(&line("").replace("2026-10-01 08:15:00", bad)).unwrap();
+            let errs = validate(raw, 0, tz()).unwrap_err();
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+            assert_eq!(errs[0].field, "date");
+            assert!(errs[0].reason.contains("between 1000-01-01"), "{bad}");
+        }
+        for good in [
+            "1000-01-01 00:00:00",
+            "9999-12-31 23:59:59",
+            "9999-12-31T23:59:59-05:00",
+        ] {
+            let raw: RawRecord =
+                serde_json::from_str(&line("").replace("2026-10-01 08:15:00", good)).unwrap();
+            assert!(validate(raw, 0, tz()).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped_in_every_format() {
+        let nd = format!("\u{feff}{}\n{}\n", line(""), line(""));
+        assert!(read_ndjson(nd.as_bytes()).all(|r| r.is_ok()));
+        let arr = format!("\u{feff} [{}]", line(""));
+        let items: Vec<_> = read_json_array(arr.as_bytes()).collect();
+        assert!(items.len() == 1 && items[0].is_ok(), "{items:?}");
+        let csv = "\u{feff}conn_id,agent_id,from,to,date\nc1,7,a@x.co,b@y.co,2026-10-01 08:15:00\n";
+        assert!(read_csv(csv.as_bytes()).all(|r| r.is_ok()));
+        // Only at the very start: a BOM on a later line is not skipped.
+        let later = format!("{}\n\u{feff}{}\n", line(""), line(""));
+        let items: Vec<_> = read_ndjson(later.as_bytes()).collect();
+        assert!(items[1].is_err());
+    }
+
+    #[test]
+    fn json_arrays_are_split_at_top_level_commas_only() {
+        let tricky = r#"{"conn_id":"a,]}[\"","agent_id":"7","from":"a@x.co","to":"b@y.co","date":"2026-10-01 08:15:00","x":[1,{"y":[]}]}"#;
+        let input = format!(" [ {tricky} ,\n{}\t] \n", line(""));
+        let items: Vec<_> = read_json_array(input.as_bytes()).collect();
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert_eq!(
+            items[0].as_ref().unwrap().conn_id,
+            Field::Text("a,]}[\"".into())
+        );
+        assert!(items[1].is_ok());
+        assert_eq!(read_json_array(&b" [ ] "[..]).count(), 0);
+        let after: Vec<_> = read_json_array(&b"[] x"[..]).collect();
+        assert!(
+            after[0]
+                .as_ref()
+                .unwrap_err()
+                .reason
+                .contains("after the closing")
+        );
+        let not_array: Vec<_> = read_json_array(&b"{\"a\":1}"[..]).collect();
+        assert_eq!(
+            not_array[0].as_ref().unwrap_err().reason,
+            "expected a JSON array of objects"
+        );
+        let empty: Vec<_> = read_json_array(&b""[..]).collect();
+        assert_eq!(empty.len(), 1);
+        let trailing: Vec<_> = read_json_array(&b"[{}, ]"[..]).collect();
+        assert!(trailing[0].is_ok() && trailing[1].is_err());
+    }
+
+    #[test]
+    fn oversized_records_are_refused_without_being_kept() {
+        let huge = "x".repeat(MAX_RECORD_BYTES + 10);
+        // NDJSON: the long line is refused by its line number; the next line is still read.
+        let nd = format!("\n{{\"body\":\"{huge}\"}}\n{}\n", line(""));
+        let items: Vec<_> = read_ndjson(nd.as_bytes()).collect();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[0].as_ref().unwrap_err().reason,
+            "line 2: record larger than 16 MiB"
+        );
+        assert!(items[1].is_ok());
+        // A line with no end at all.
+        let items: Vec<_> = read_ndjson(huge.as_bytes()).collect();
+        assert_eq!(items.len(), 1);
+        assert!(items[0].as_ref().unwrap_err().reason.contains("16 MiB"));
+        // JSON array: the element is refused, its neighbours read.
+        let arr = format!("[{}, {{\"body\":\"{huge}\"}}, {}]", line(""), line(""));
+        let items: Vec<_> = read_json_array(arr.as_bytes()).collect();
+        assert_eq!(items.len(), 3);
+        assert!(items[0].is_ok() && items[2].is_ok());
+        assert_eq!(items[1].as_ref().unwrap_err().reason, TOO_LARGE);
+        // CSV: an unclosed quote would read to the end of input; it stops at the bound.
+        let csv = format!(
+            "conn_id,agent_id,from,to,date,body\nc1,7,a@x.co,b@y.co,2026-10-01 08:15:00,ok\nc2,7,a@x.co,b@y.co,2026-10-01 08:15:00,\"{huge}{huge}"
+        );
+        let items: Vec<_> = read_csv(csv.as_bytes()).collect();
+        assert_eq!(
+            items.len(),
+            2,
+            "{:?}",
+            items.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>()
+        );
+        assert!(items[0].is_ok());
+        assert_eq!(
+            items[1].as_ref().unwrap_err().reason,
+            "line 3: record larger than 16 MiB"
+        );
+    }
+
+    /// A sink that stores nothing (every record is invalid in these tests).
+    struct NoSink;
+    impl IngestSink for NoSink {
+        fn insert(&mut self, _: &Interaction) -> Result<InsertOutcome, StoreError> {
+            Ok(InsertOutcome::Inserted)
+        }
+        fn commit(self: Box<Self>) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_listing_can_be_capped_while_every_invalid_record_is_counted() {
+        let input = "not json\n".repeat(1000);
+        let result = ingest_listing(
+            read_ndjson(input.as_bytes()),
+            tz(),
+            None,
+            Box::new(NoSink),
+            &mut (),
+            100,
+        );
+        let Err(IngestError::Invalid { total, listed }) = result else {
+            panic!("{result:?}");
+        };
+        assert_eq!(total, 1000);
+        assert_eq!(listed.len(), 100);
+        assert_eq!(listed.last().unwrap().index, 99);
     }
 }

@@ -92,7 +92,7 @@ pub async fn interactions(
         .blocking(move |store| {
             let records = match format {
                 Format::Ndjson => ingest::read_ndjson(&bytes[..]),
-                _ => ingest::read_json_array(&bytes),
+                _ => ingest::read_json_array(&bytes[..]),
             };
             let sink = store.begin_ingest(op.id)?;
             // Every invalid record is listed (SPEC §6); a batch is bounded by the record limit.
