@@ -1,7 +1,8 @@
 //! Configuration, in one place: defaults, then a TOML file (`--config`), then environment
 //! variables `VOXTRAIL_*`, then command-line flags (applied by the binary).
 //!
-//! Every limit of SPEC §4 lives here with its default. This module knows nothing of HTTP.
+//! Every limit (docs/api.md, "Configuration") lives here with its default. This module knows
+//! nothing of HTTP.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,7 +26,8 @@ pub struct Config {
     pub refresh_interval_ms: u64,
 }
 
-/// The limits of SPEC §4.
+/// The limits of docs/api.md, "Configuration": the size of answers, windows and batches,
+/// concurrency and daily use.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
