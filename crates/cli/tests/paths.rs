@@ -96,6 +96,17 @@ async fn a_base_url_with_a_trailing_slash_reaches_every_endpoint() {
         "{metrics}"
     );
     assert!(!metrics.contains(r#"route="//"#), "{metrics}");
+    // A log line is written once its body has ended: wait for the four report answers.
+    let logged = eventually(std::time::Duration::from_secs(10), async || {
+        server
+            .logs()
+            .lines()
+            .filter(|l| l.contains(r#""route":"/api/v2/reports_manager.php""#))
+            .count()
+            >= 4
+    })
+    .await;
     let logs = server.logs();
-    assert!(!logs.contains("route=//"), "{logs}");
+    assert!(logged, "{logs}");
+    assert!(!logs.contains(r#""route":"//"#), "{logs}");
 }
