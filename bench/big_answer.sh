@@ -2,7 +2,7 @@
 # One big answer: a window of op01 in the shared 1,000,000-row database holding just under
 # 60,000 rows (the record limit), fetched with curl from voxtrail, next to the same bytes
 # fetched with curl from `python3 -m http.server` (started here, serving a saved copy).
-# Targets (issue 2): >= 400 MB/s end to end, no slower than 5x the static file server,
+# Targets (bench/README.md): >= 400 MB/s end to end, no slower than 5x the static file server,
 # peak RSS (VmHWM) of the server < 100 MB. A gzip (--compressed) fetch is an extra line.
 #
 # Environment: VOXTRAIL_BIN (else built), REPS (fetches per server, default 5), ROWS (default 60000).

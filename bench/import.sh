@@ -2,7 +2,7 @@
 # Import: `voxtrail import` of NDJSON (200,000 seeded rows) into a fresh database, against the
 # sqlite3 shell's own `.import` of the same rows as CSV into a fresh table with the same columns
 # and the same two indexes, both durable (WAL, synchronous=FULL, one transaction), in the same
-# run. Target (issue 2): voxtrail at least as fast as sqlite3's .import.
+# run. Target (bench/README.md): voxtrail at least as fast as sqlite3's .import.
 #
 # Environment: VOXTRAIL_BIN (else built), ROWS (default 200000), REPS (default 3; the two
 # importers alternate, the best run of each is compared).

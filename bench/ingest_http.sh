@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# HTTP ingestion (issue 3): POST /api/v2/interactions with NDJSON batches of 1,000 records from
+# HTTP ingestion: POST /api/v2/interactions with NDJSON batches of 1,000 records from
 # 4 concurrent clients (2 ingest tokens, 2 clients each: the per-token limit is 2) into a fresh
 # SQLite database, every 200 durable (synchronous=FULL, one transaction per batch) — against
 # the sqlite3 shell's `.import` of the same rows as CSV into the same table and indexes, in the

@@ -4,7 +4,7 @@
 # encoded words, quoted-printable and base64 bodies, Cc, a few unmapped senders and messages
 # without Message-ID) into a fresh, durable SQLite database, against Python's own
 # `mailbox.mbox` reading and parsing the same file (headers and text body decoded, nothing
-# stored), in the same run. Target (issue 3): voxtrail >= 5,000 messages/s.
+# stored), in the same run. Target (bench/README.md): voxtrail >= 5,000 messages/s.
 #
 # Environment: VOXTRAIL_BIN (else built), MESSAGES (default 50000), REPS (default 3; the best
 # run of each is compared).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PostgreSQL vs SQLite on the same seeded data (issue 4): random 5-minute polls (32 keep-alive
+# PostgreSQL vs SQLite on the same seeded data: random 5-minute polls (32 keep-alive
 # connections and 1), one ~60,000-row answer with curl (and the server's peak RSS), and
 # `voxtrail seed` throughput — each figure measured on both backends in the same run. Baselines
 # in the same run: PostgreSQL alone (loadgen --pg-url: the same windows read straight from the

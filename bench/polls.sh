@@ -2,7 +2,7 @@
 # Polls: many small answers (5-minute windows, random operations and times) from 1,000,000
 # seeded rows across 10 operations, 32 concurrent keep-alive connections and 1 connection,
 # against voxtrail and against a plain Python server (bench/baseline_server.py) over the SAME
-# SQLite file, in the same run. Targets (issue 2): >= 5,000 answers/s, p99 <= 20 ms with 32
+# SQLite file, in the same run. Targets (bench/README.md): >= 5,000 answers/s, p99 <= 20 ms with 32
 # connections; single-client median <= 2 ms.
 #
 # Environment: VOXTRAIL_BIN, LOADGEN_BIN (else built), DURATION (s, default 10), WARMUP (s, 2),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Seed: `voxtrail seed --count 1000000` into a fresh database (one operation, 7 days), timed
-# end to end (process start to exit, durable commits included). Target (issue 2): >= 100,000
+# end to end (process start to exit, durable commits included). Target (bench/README.md): >= 100,000
 # rows/s. No baseline: the figure is absolute.
 #
 # Environment: VOXTRAIL_BIN (else built), COUNT (default 1000000), REPS (default 2; best run).

@@ -1,4 +1,4 @@
-//! End-to-end tests of the admin command line (SPEC §7): `operation`, `token`, `seed`,
+//! End-to-end tests of the admin command line (README.md): `operation`, `token`, `seed`,
 //! `maintenance`, `demo` and the global `--database` flag, always through the real binary.
 
 mod common;
@@ -609,7 +609,7 @@ async fn seeded_rows_are_realistic_and_inside_the_window() {
     );
     assert!(agents.len() >= 5, "only {} agents", agents.len());
     assert!(codes.len() >= 5, "only {} typification codes", codes.len());
-    // About 2.5 KB per row (issue 2, point 8): between 2 and 3.2 KB on average.
+    // About 2.5 KB per row, like real mail: between 2 and 3.2 KB on average.
     let row_bytes = body.len() - head.len() - "]}".len() - (count - 1);
     let avg = row_bytes as f64 / count as f64;
     assert!(

@@ -1,6 +1,6 @@
-//! End-to-end tests of `voxtrail import` (SPEC §6 and §7): formats, files and stdin, the
-//! summary, duplicates and conflicts, all-or-nothing, every rejected record listed. What was
-//! stored is always checked through the report of a real `voxtrail serve`.
+//! End-to-end tests of `voxtrail import` (docs/api.md, "POST /api/v2/interactions"; README.md):
+//! formats, files and stdin, the summary, duplicates and conflicts, all-or-nothing, every rejected
+//! record listed. What was stored is always checked through the report of a real `voxtrail serve`.
 
 mod common;
 

@@ -1,6 +1,6 @@
-//! End-to-end tests of `POST /api/v2/interactions` (SPEC §6; issue 3, points 1–3) against the
-//! real binary over real HTTP: formats, envelopes, every refusal, all-or-nothing batches,
-//! hostile bodies, the per-token concurrency limit, safe retries, slow-drip bodies, and a
+//! End-to-end tests of `POST /api/v2/interactions` (docs/api.md, "POST /api/v2/interactions")
+//! against the real binary over real HTTP: formats, envelopes, every refusal, all-or-nothing
+//! batches, hostile bodies, the per-token concurrency limit, safe retries, slow-drip bodies, and a
 //! SIGKILL loop showing that a 200 is durable and that no batch is ever half-stored.
 //!
 //! Tests assert behaviour, never durations: every wait is a bounded poll.
@@ -652,7 +652,8 @@ async fn within_a_batch_a_repeat_is_a_duplicate_and_a_change_a_conflict() {
 
 #[tokio::test]
 async fn every_invalid_record_is_listed_even_when_there_are_many() {
-    // SPEC §6: `data` lists {index, field, reason} for *every* invalid record.
+    // docs/api.md, "POST /api/v2/interactions": `data` lists {index, field, reason} for
+    // *every* invalid record.
     let fx = fixture(None);
     let lines: Vec<String> = (0..1500)
         .map(|i| {

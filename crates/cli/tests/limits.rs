@@ -1,7 +1,8 @@
-//! End-to-end tests of the limits of SPEC §4 and `token_info` (§5): concurrency slots held
-//! until the last byte or the client's departure, daily limits that survive a restart, result
-//! size limits checked before the first byte, the 31-day window, the consumption timeout, a
-//! consistent `msg` under concurrent imports, gzip streaming and a graceful drain on SIGTERM.
+//! End-to-end tests of the limits (docs/api.md, "Configuration" and the error table) and
+//! `token_info` (docs/api.md, "GET /api/v2/information.php"): concurrency slots held until the last
+//! byte or the client's departure, daily limits that survive a restart, result size limits checked
+//! before the first byte, the 31-day window, the consumption timeout, a consistent `msg` under
+//! concurrent imports, gzip streaming and a graceful drain on SIGTERM.
 
 mod common;
 

@@ -1,7 +1,7 @@
-//! Several `voxtrail serve` replicas sharing one PostgreSQL database (issue 4, SPEC §4): every
-//! limit holds across them. Each test runs real processes on their own ports against a fresh
-//! database that is dropped afterwards. Without a reachable PostgreSQL these tests say so on
-//! stderr and pass (skipped); with `CI=true` they fail.
+//! Several `voxtrail serve` replicas sharing one PostgreSQL database (docs/operations.md,
+//! docs/adr/0003-limits-in-postgres.md): every limit holds across them. Each test runs real
+//! processes on their own ports against a fresh database that is dropped afterwards. Without a
+//! reachable PostgreSQL these tests say so on stderr and pass (skipped); with `CI=true` they fail.
 
 mod common;
 

@@ -1,6 +1,7 @@
-//! End-to-end tests of the report API (SPEC §2, §3, §5): every error row in the contractual
-//! order of checks, byte-exact answers, wall-clock windows with DST, encodings, hostile input,
-//! maintenance and revocation — always through the real `voxtrail` binary and real HTTP.
+//! End-to-end tests of the report API (docs/api.md: the report, its error table, token_info): every
+//! error row in the contractual order of checks, byte-exact answers, wall-clock windows with DST,
+//! encodings, hostile input, maintenance and revocation — always through the real `voxtrail` binary
+//! and real HTTP.
 
 mod common;
 
@@ -148,7 +149,7 @@ fn assert_no_panic(server: &Server) {
 const UNKNOWN_TOKEN: &str = "vxt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 // ---------------------------------------------------------------------------------------
-// SPEC §3: every error row, byte for byte
+// docs/api.md, "Errors, in the order they are checked": every row, byte for byte
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -445,7 +446,7 @@ async fn head_is_answered_like_get_without_a_body() {
 }
 
 // ---------------------------------------------------------------------------------------
-// SPEC §2: parameters, body shape, ordering
+// docs/api.md, "GET /api/v2/reports_manager.php": parameters, body shape, ordering
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -603,7 +604,7 @@ async fn an_empty_window_is_the_hosted_404_in_compat_mode() {
 }
 
 // ---------------------------------------------------------------------------------------
-// SPEC §2: wall-clock windows
+// docs/api.md, "Windows: both bounds are inclusive": wall-clock windows
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]

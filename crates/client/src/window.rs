@@ -9,12 +9,13 @@ use std::fmt;
 use chrono::{Duration, NaiveDateTime};
 
 /// The `YYYYmmddHHiiss` format of `date_ini` / `date_end`.
-pub const API_FORMAT: &str = "%Y%m%d%H%M%S";
+pub const API_FORMAT: &str = voxtrail_wire::wall_clock::COMPACT_FORMAT;
 
 /// The longest window the API accepts.
 pub const MAX_WINDOW_DAYS: i64 = 31;
 
-/// Parses `YYYYmmddHHiiss` (exactly 14 digits).
+/// Parses `YYYYmmddHHiiss` (exactly 14 digits, a real calendar time): the wire's parser, the
+/// one the server checks `date_ini` / `date_end` with.
 ///
 /// ```
 /// let t = voxtrail_client::parse_wall_clock("20261001081500").unwrap();
@@ -22,16 +23,12 @@ pub const MAX_WINDOW_DAYS: i64 = 31;
 /// assert!(voxtrail_client::parse_wall_clock("2026-10-01").is_err());
 /// ```
 pub fn parse_wall_clock(s: &str) -> Result<NaiveDateTime, String> {
-    if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{s:?} is not YYYYmmddHHiiss (14 digits)"));
-    }
-    NaiveDateTime::parse_from_str(s, API_FORMAT)
-        .map_err(|_| format!("{s:?} is not a real calendar time"))
+    voxtrail_wire::wall_clock::parse_compact(s).map_err(|e| e.to_string())
 }
 
 /// Formats a wall-clock time as `YYYYmmddHHiiss`.
 pub fn format_wall_clock(t: NaiveDateTime) -> String {
-    t.format(API_FORMAT).to_string()
+    voxtrail_wire::wall_clock::format_compact(t)
 }
 
 /// A closed range of wall-clock seconds: `ini..=end`.

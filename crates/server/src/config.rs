@@ -1,7 +1,8 @@
 //! Configuration, in one place: defaults, then a TOML file (`--config`), then environment
 //! variables `VOXTRAIL_*`, then command-line flags (applied by the binary).
 //!
-//! Every limit of SPEC §4 lives here with its default. This module knows nothing of HTTP.
+//! Every limit (docs/api.md, "Configuration") lives here with its default. This module knows
+//! nothing of HTTP.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,7 +26,8 @@ pub struct Config {
     pub refresh_interval_ms: u64,
 }
 
-/// The limits of SPEC §4.
+/// The limits of docs/api.md, "Configuration": the size of answers, windows and batches,
+/// concurrency and daily use.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -111,6 +113,14 @@ const ENV_PREFIX: &str = "VOXTRAIL_";
 impl Config {
     /// Loads defaults, then `file` if given, then the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// [`Config::load`] with the environment given (tests, embedding programs).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let mut table = toml::Table::new();
         if let Some(path) = file {
@@ -120,7 +130,7 @@ impl Config {
                 .parse::<toml::Table>()
                 .with_context(|| format!("parsing config file {}", path.display()))?;
         }
-        Self::from_table(table, std::env::vars())
+        Self::from_table(table, env)
     }
 
     /// Merges environment overrides into a parsed file and builds the configuration.
@@ -141,16 +151,8 @@ impl Config {
             let Some(default) = default_at(&path) else {
                 continue;
             };
-            // A setting whose default is text takes the variable as text (`"404"` stays a
-            // string); others parse as TOML values (numbers, booleans).
-            let parsed = match default {
-                toml::Value::String(_) => toml::Value::String(value.clone()),
-                _ => value
-                    .parse::<toml::Value>()
-                    .ok()
-                    .filter(|v| !matches!(v, toml::Value::Table(_)))
-                    .unwrap_or(toml::Value::String(value.clone())),
-            };
+            let parsed = env_value(&default, &value);
+            check_env_value(&key, &value, &path, &default, &parsed)?;
             insert_path(&mut table, &path, parsed);
         }
         let cfg: Self = toml::Value::Table(table)
@@ -197,6 +199,58 @@ fn default_at(path: &[String]) -> Option<toml::Value> {
         cur = cur.get(part)?.clone();
     }
     Some(cur)
+}
+
+/// Reads an environment value for a setting whose default is `default`. A text setting takes
+/// a bare word (`404`) or a TOML string (`"404"`, `'404'`) alike, so the number-looking values
+/// of `compat.empty_window` need no quoting; other settings parse as TOML values (numbers,
+/// booleans) and stay typed.
+fn env_value(default: &toml::Value, value: &str) -> toml::Value {
+    let as_toml = value
+        .trim()
+        .parse::<toml::Value>()
+        .ok()
+        .filter(|v| !matches!(v, toml::Value::Table(_) | toml::Value::Array(_)));
+    match (default, as_toml) {
+        (toml::Value::String(_), Some(toml::Value::String(s))) => toml::Value::String(s),
+        (toml::Value::String(_), _) => toml::Value::String(value.to_owned()),
+        (_, Some(v)) => v,
+        (_, None) => toml::Value::String(value.to_owned()),
+    }
+}
+
+/// Refuses an environment value that does not fit its setting, naming the variable and the
+/// expected form (the file's own errors name the key).
+fn check_env_value(
+    key: &str,
+    raw: &str,
+    path: &[String],
+    default: &toml::Value,
+    parsed: &toml::Value,
+) -> anyhow::Result<()> {
+    let Ok(mut whole) = toml::Value::try_from(Config::default()) else {
+        return Ok(());
+    };
+    let Some(table) = whole.as_table_mut() else {
+        return Ok(());
+    };
+    insert_path(table, path, parsed.clone());
+    let Err(e) = whole.try_into::<Config>() else {
+        return Ok(());
+    };
+    let expected = match default {
+        toml::Value::Integer(d) => format!("a whole number, e.g. {key}={d}"),
+        toml::Value::Float(d) => format!("a number, e.g. {key}={d}"),
+        toml::Value::Boolean(_) => format!("true or false, e.g. {key}=true"),
+        toml::Value::String(d) => {
+            format!("text, bare or quoted, e.g. {key}={d} or {key}='\"{d}\"'")
+        }
+        _ => "a TOML value".to_owned(),
+    };
+    anyhow::bail!(
+        "invalid configuration: environment variable {key}={raw:?} does not fit; expected {expected} ({})",
+        e.message().trim()
+    )
 }
 
 fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
@@ -263,5 +317,91 @@ mod tests {
         assert!(e.contains("invalid configuration"), "{e}");
         let t: toml::Table = "[limits]\nconcurrent_per_token = 0\n".parse().unwrap();
         assert!(Config::from_table(t, env(&[])).is_err());
+    }
+
+    #[test]
+    fn text_settings_take_bare_and_quoted_values_alike() {
+        for v in ["404", "\"404\"", "'404'", " \"404\" "] {
+            let c = Config::from_table(
+                toml::Table::new(),
+                env(&[("VOXTRAIL_COMPAT__EMPTY_WINDOW", v)]),
+            )
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert_eq!(c.compat.empty_window, EmptyWindow::NotFound, "{v}");
+        }
+        for v in ["0.0.0.0:9090", "\"0.0.0.0:9090\""] {
+            let c = Config::from_table(toml::Table::new(), env(&[("VOXTRAIL_LISTEN", v)])).unwrap();
+            assert_eq!(c.listen, "0.0.0.0:9090".parse().unwrap(), "{v}");
+        }
+        // A quoted value keeps its inside whole; a bare one is taken as it is.
+        let c = Config::from_table(
+            toml::Table::new(),
+            env(&[("VOXTRAIL_DATABASE_URL", "'sqlite://a b.db'")]),
+        )
+        .unwrap();
+        assert_eq!(c.database, "sqlite://a b.db");
+        let c = Config::from_table(
+            toml::Table::new(),
+            env(&[("VOXTRAIL_DATABASE_URL", "sqlite://\"odd\".db")]),
+        )
+        .unwrap();
+        assert_eq!(c.database, "sqlite://\"odd\".db");
+    }
+
+    #[test]
+    fn numbers_stay_typed() {
+        let c = Config::from_table(
+            toml::Table::new(),
+            env(&[("VOXTRAIL_LIMITS__MAX_RECORDS", "1000")]),
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_records, 1000);
+        for bad in [
+            "\"1000\"",
+            "1e3",
+            "-1",
+            "true",
+            "[1]",
+            "{a=1}",
+            "",
+            "1000 rows",
+        ] {
+            let e = Config::from_table(
+                toml::Table::new(),
+                env(&[("VOXTRAIL_LIMITS__MAX_RECORDS", bad)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("VOXTRAIL_LIMITS__MAX_RECORDS"), "{bad}: {e}");
+            assert!(e.contains("a whole number"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_bad_env_value_names_the_variable_and_the_expected_form() {
+        let e = Config::from_table(
+            toml::Table::new(),
+            env(&[("VOXTRAIL_COMPAT__EMPTY_WINDOW", "500")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("VOXTRAIL_COMPAT__EMPTY_WINDOW=\"500\""), "{e}");
+        assert!(e.contains("`200`") && e.contains("`404`"), "{e}");
+        assert!(e.contains("bare or quoted"), "{e}");
+        let e = Config::from_table(toml::Table::new(), env(&[("VOXTRAIL_LISTEN", "localhost")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("VOXTRAIL_LISTEN"), "{e}");
+        let e = Config::from_table(
+            toml::Table::new(),
+            env(&[("VOXTRAIL_REFRESH_INTERVAL_MS", "ten")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("VOXTRAIL_REFRESH_INTERVAL_MS=\"ten\"")
+                && e.contains("e.g. VOXTRAIL_REFRESH_INTERVAL_MS=2000"),
+            "{e}"
+        );
     }
 }

@@ -23,24 +23,12 @@ pub struct BadWallClock;
 
 impl WallClock {
     /// Parses the report's query format `YYYYmmddHHiiss`: exactly 14 ASCII digits forming a
-    /// real calendar time (no Feb 30, no 24:00:00, no leap second).
+    /// real calendar time (no Feb 30, no 24:00:00, no leap second). The parser is the wire's,
+    /// shared with the client SDK (`voxtrail_wire::wall_clock`).
     pub fn parse_compact(s: &str) -> Result<Self, BadWallClock> {
-        let b = s.as_bytes();
-        if b.len() != 14 || !b.iter().all(u8::is_ascii_digit) {
-            return Err(BadWallClock);
-        }
-        let n = |r: std::ops::Range<usize>| -> u32 {
-            b[r].iter()
-                .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'))
-        };
-        Self::from_parts(
-            n(0..4) as i32,
-            n(4..6),
-            n(6..8),
-            n(8..10),
-            n(10..12),
-            n(12..14),
-        )
+        voxtrail_wire::wall_clock::parse_compact(s)
+            .map(Self::from_naive)
+            .map_err(|_| BadWallClock)
     }
 
     /// Parses the display format `YYYY-mm-dd HH:ii:ss`.

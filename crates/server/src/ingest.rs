@@ -1,5 +1,5 @@
-//! The ingestion rules of SPEC §6, in one place, for every way records arrive: the HTTP
-//! endpoint and `voxtrail import` both call [`ingest`].
+//! The ingestion rules (docs/api.md, "POST /api/v2/interactions"), in one place, for every way
+//! records arrive: the HTTP endpoint and `voxtrail import` both call [`ingest`].
 //!
 //! It owns: reading records from NDJSON, JSON arrays and CSV; validating each one into a
 //! [`Interaction`] (the `chat_12` JSON object serialised once, here); listing every invalid

@@ -3,9 +3,12 @@
 //! This crate owns the wire format only: the envelope `{"code","error","msg","data"}`, the
 //! `chat_12` row with its exact key order, the `token_info` row and the ingestion summary.
 //! It knows nothing of HTTP, storage or the domain; both the server and the client SDK depend
-//! on it and convert to their own types at the edge.
+//! on it and convert to their own types at the edge. [`wall_clock`] is the one parser and
+//! formatter of the `YYYYmmddHHiiss` times both of them send and check.
 
 use serde::{Deserialize, Serialize};
+
+pub mod wall_clock;
 
 /// The name of the only report voxtrail serves.
 pub const CHAT_12: &str = "chat_12";

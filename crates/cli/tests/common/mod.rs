@@ -266,7 +266,8 @@ pub fn plain_client() -> reqwest::Client {
         .expect("http client")
 }
 
-/// The exact error body of SPEC §3: `{"code":"…","error":"…","msg":"…","data":[]}`.
+/// The exact error body (docs/api.md, "Common to every answer"):
+/// `{"code":"…","error":"…","msg":"…","data":[]}`.
 pub fn error_json(status: u16, error: &str, msg: &str) -> String {
     format!(r#"{{"code":"{status}","error":"{error}","msg":"{msg}","data":[]}}"#)
 }

@@ -1,6 +1,6 @@
-//! `POST /api/v2/interactions`: the ingestion endpoint of SPEC §6. It only reads the body
-//! (bounded in size and time) and maps outcomes to the wire; the rules themselves live in
-//! `crate::ingest`, shared with `voxtrail import`.
+//! `POST /api/v2/interactions`: the ingestion endpoint (docs/api.md, "POST /api/v2/interactions").
+//! It only reads the body (bounded in size and time) and maps outcomes to the wire; the rules
+//! themselves live in `crate::ingest`, shared with `voxtrail import`.
 
 use std::time::Duration;
 
@@ -95,7 +95,8 @@ pub async fn interactions(
                 _ => ingest::read_json_array(&bytes[..]),
             };
             let sink = store.begin_ingest(op.id)?;
-            // Every invalid record is listed (SPEC §6); a batch is bounded by the record limit.
+            // Every invalid record is listed (docs/api.md, "POST /api/v2/interactions"); a batch
+            // is bounded by the record limit.
             Ok(ingest::ingest(
                 records,
                 op.tz,

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod ingest;
+pub mod normalize;
 pub mod observe;
 pub mod report;
 
@@ -44,9 +45,10 @@ impl AppState {
 /// The OpenAPI 3 document of every endpoint.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Builds the router with every route and middleware.
+/// Builds the router with every route and middleware. Paths are normalised before routing
+/// (`normalize.rs`): the outer router sends every request, rewritten, to the inner one.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/v2/reports_manager.php", any(report::report))
         .route("/api/v2/information.php", any(report::token_info))
         .route("/api/v2/interactions", any(ingest::interactions))
@@ -61,7 +63,12 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .layer(axum::middleware::from_fn(observe::observe))
+        .layer(axum::middleware::from_fn(observe::observe));
+    let normalized = tower::Layer::layer(
+        &axum::middleware::map_request(normalize::normalize_request),
+        routes,
+    );
+    Router::new().fallback_service(normalized)
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -1,5 +1,5 @@
-//! Import from the mail system: RFC 5322 messages from mbox files, single
-//! `.eml` files and maildir directories become [`RawRecord`]s that go through the same
+//! Import from the mail system (`voxtrail import`, README.md): RFC 5322 messages from mbox files,
+//! single `.eml` files and maildir directories become [`RawRecord`]s that go through the same
 //! [`crate::ingest::ingest`] as every other input — validation, duplicates and conflicts,
 //! all-or-nothing and durability are not repeated here.
 //!
