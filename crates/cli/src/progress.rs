@@ -55,6 +55,11 @@ impl Reporter {
         Self { bar: Some(bar) }
     }
 
+    /// No bar, whatever stderr is.
+    pub fn none() -> Self {
+        Self { bar: None }
+    }
+
     /// Whether a bar is drawn (stderr is a terminal).
     pub fn is_bar(&self) -> bool {
         self.bar.is_some()
@@ -65,12 +70,6 @@ impl Reporter {
         match &self.bar {
             Some(b) => b.suspend(|| eprintln!("{text}")),
             None => eprintln!("{text}"),
-        }
-    }
-
-    pub fn set_length(&self, len: u64) {
-        if let Some(b) = &self.bar {
-            b.set_length(len);
         }
     }
 
