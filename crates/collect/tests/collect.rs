@@ -70,7 +70,7 @@ async fn pull_with(client: Client, spec: &DestSpec, config: Config) -> Summary {
 
 /// The conn_ids a destination holds, with how many times each appears.
 async fn stored(spec: &DestSpec) -> Vec<String> {
-    let mut ids = match spec {
+    let mut ids: Vec<String> = match spec {
         DestSpec::Sqlite(p) => {
             let c = rusqlite::Connection::open(p).unwrap();
             let mut st = c.prepare("SELECT conn_id FROM pulled_rows").unwrap();
@@ -148,7 +148,7 @@ async fn a_copy_is_complete_and_a_second_run_writes_nothing_twice() {
         assert!(s.error.is_none(), "{spec:?}: {:?}", s.error);
         assert_eq!(s.rows, 120, "{spec:?}");
         assert_eq!(s.written, 120, "{spec:?}");
-        assert_eq!(s.windows, 4, "{spec:?}: 3 days and one second, in 1-day windows");
+        assert_eq!(s.windows, 3, "{spec:?}: 3 days in 1-day windows");
         assert_eq!(s.checkpoint, Some(Checkpoint(parse_wall_clock(UNTIL).unwrap())));
         assert_eq!(stored(&spec).await, ids(&rows), "{spec:?}");
 
@@ -224,7 +224,8 @@ async fn hostile_rows_end_the_run_without_moving_the_checkpoint() {
         assert_eq!(s.windows, 1, "{spec:?}: the first window was committed");
         assert_eq!(
             s.checkpoint,
-            Some(Checkpoint(parse_wall_clock("20260101235959").unwrap()))
+            Some(Checkpoint(parse_wall_clock("20260102000000").unwrap())),
+            "{spec:?}: the end of the first window (bounds are inclusive)"
         );
         assert_eq!(stored(&spec).await, ids(&rows[..10]), "{spec:?}");
     })
@@ -429,13 +430,14 @@ async fn a_destination_of_ones_own_plugs_in_and_its_failure_keeps_the_checkpoint
     let s = Collector::new(cfg, c, dest).run(Stop::new()).await;
     let err = format!("{:#}", s.error.expect("the second commit fails"));
     assert!(err.contains("disk full"), "{err}");
+    // The first window is [Jan 1 00:00:00, Jan 2 00:00:00]: 25 hourly rows.
     assert_eq!(s.windows, 1);
-    assert_eq!(s.written, 24);
+    assert_eq!(s.written, 25);
     assert_eq!(
         s.checkpoint,
-        Some(Checkpoint(parse_wall_clock("20260101235959").unwrap()))
+        Some(Checkpoint(parse_wall_clock("20260102000000").unwrap()))
     );
-    assert_eq!(held.lock().unwrap().len(), 24);
+    assert_eq!(held.lock().unwrap().len(), 25);
 }
 
 #[tokio::test]

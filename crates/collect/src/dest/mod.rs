@@ -71,8 +71,9 @@ pub struct CommitOutcome {
     pub unchanged: u64,
 }
 
-/// Where a copy lives.
-pub trait Destination: Send {
+/// Where a copy lives. `Send + Sync` so that a collector's future is `Send` (it holds
+/// `&self` across `checkpoint().await`) and can run in `tokio::spawn`.
+pub trait Destination: Send + Sync {
     /// The stored checkpoint, `None` before the first window.
     fn checkpoint(&self) -> BoxFuture<'_, anyhow::Result<Option<Checkpoint>>>;
 
