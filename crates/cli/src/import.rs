@@ -62,7 +62,11 @@ struct Input {
     format: Format,
 }
 
-fn open_input(path: &PathBuf, format: Option<Format>, read: &Arc<AtomicU64>) -> anyhow::Result<Input> {
+fn open_input(
+    path: &PathBuf,
+    format: Option<Format>,
+    read: &Arc<AtomicU64>,
+) -> anyhow::Result<Input> {
     let (name, raw): (String, Box<dyn Read>) = if path.as_os_str() == "-" {
         ("<stdin>".to_owned(), Box::new(std::io::stdin()))
     } else {

@@ -281,9 +281,9 @@ impl voxtrail_collect::Progress for Printer {
                 self.bar
                     .set_message(format!("{total} rows ({:.0} rows/s)", total as f64 / secs));
             }
-            Event::WindowDeferred { window, error } => self
-                .bar
-                .line(&format!("window {window}: {error}; trying again next cycle")),
+            Event::WindowDeferred { window, error } => self.bar.line(&format!(
+                "window {window}: {error}; trying again next cycle"
+            )),
             _ => {}
         }
     }

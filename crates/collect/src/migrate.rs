@@ -95,7 +95,7 @@ pub(crate) fn convert_first_format_csv(
         // reported, by the caller, with the old keys still in memory; the state saved here
         // keeps its verdict should the run stop before that.
         let v1 = s.keys.unwrap_or_default();
-        let lost = if v1_keys_comparable(Format::Csv, &key) {
+        let lost = if v1_keys_comparable(Format::Csv, key) {
             v1.iter().any(|k| !keys.contains(k))
         } else {
             rows < v1.len() as u64
@@ -125,4 +125,3 @@ pub(crate) fn convert_first_format_csv(
 pub(crate) fn v1_keys_comparable(format: Format, rule: &KeyRule) -> bool {
     !(format == Format::Csv && matches!(rule, KeyRule::Hash))
 }
-

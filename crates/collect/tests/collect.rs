@@ -15,8 +15,8 @@ use std::time::Duration;
 use fake::{Fake, FakeRow, Mode, spread};
 use voxtrail_client::{Client, parse_wall_clock};
 use voxtrail_collect::{
-    BoxFuture, Checkpoint, Collector, CommitOutcome, Config, DestSpec, Destination, Event,
-    KeyRule, KeyedRow, Progress, Stop, Summary, Target, WindowDone, no_progress, open,
+    BoxFuture, Checkpoint, Collector, CommitOutcome, Config, DestSpec, Destination, Event, KeyRule,
+    KeyedRow, Progress, Stop, Summary, Target, WindowDone, no_progress, open,
 };
 
 const SINCE: &str = "20260101000000";
@@ -63,9 +63,7 @@ fn config_for(fake: &Fake, since: &str, until: &str) -> Config {
 
 async fn pull_with(client: Client, spec: &DestSpec, config: Config) -> Summary {
     let dest = open(spec, &config.target, no_progress()).await.unwrap();
-    Collector::new(config, client, dest)
-        .run(Stop::new())
-        .await
+    Collector::new(config, client, dest).run(Stop::new()).await
 }
 
 /// The conn_ids a destination holds, with how many times each appears.
@@ -149,7 +147,10 @@ async fn a_copy_is_complete_and_a_second_run_writes_nothing_twice() {
         assert_eq!(s.rows, 120, "{spec:?}");
         assert_eq!(s.written, 120, "{spec:?}");
         assert_eq!(s.windows, 3, "{spec:?}: 3 days in 1-day windows");
-        assert_eq!(s.checkpoint, Some(Checkpoint(parse_wall_clock(UNTIL).unwrap())));
+        assert_eq!(
+            s.checkpoint,
+            Some(Checkpoint(parse_wall_clock(UNTIL).unwrap()))
+        );
         assert_eq!(stored(&spec).await, ids(&rows), "{spec:?}");
 
         // Again from --since over the same range (a fresh source label would be another
@@ -180,7 +181,10 @@ async fn a_run_resumes_from_its_checkpoint() {
         fake.add_rows([FakeRow::chat12("old", "2026-01-01 12:00:30", true)]);
         let s = pull(&fake, &spec, SINCE, UNTIL).await;
         assert!(s.error.is_none(), "{spec:?}: {:?}", s.error);
-        assert_eq!(s.rows, 10, "{spec:?}: only rows after the checkpoint were read");
+        assert_eq!(
+            s.rows, 10,
+            "{spec:?}: only rows after the checkpoint were read"
+        );
         assert_eq!(s.written, 10);
         let mut want = ids(&first);
         want.extend(ids(&late));
@@ -293,7 +297,11 @@ async fn a_failed_commit_leaves_the_previous_checkpoint_and_no_partial_rows() {
             Some(Checkpoint(parse_wall_clock("20260101235959").unwrap())),
             "{spec:?}: the checkpoint did not move"
         );
-        assert_eq!(stored(&spec).await, ids(&day1), "{spec:?}: no row of day two");
+        assert_eq!(
+            stored(&spec).await,
+            ids(&day1),
+            "{spec:?}: no row of day two"
+        );
         // Reopened, the stored checkpoint is still day one's.
         let cfg = config_for(&fake, SINCE, UNTIL);
         let d = open(&spec, &cfg.target, no_progress()).await.unwrap();

@@ -179,7 +179,7 @@ impl Inner {
                 &target.key,
                 progress,
             )
-                .with_context(|| format!("converting {} to one record per line", path.display()))?;
+            .with_context(|| format!("converting {} to one record per line", path.display()))?;
         } else if ours {
             // A conversion done but for the removal of its marker.
             std::fs::remove_file(&marker)
@@ -201,10 +201,11 @@ impl Inner {
             notice(
                 progress,
                 format!(
-                "{}: cutting a torn last record ({} bytes) left by an interrupted run",
-                path.display(),
-                total - complete
-            ));
+                    "{}: cutting a torn last record ({} bytes) left by an interrupted run",
+                    path.display(),
+                    total - complete
+                ),
+            );
             file.set_len(complete)?;
             file.sync_all()?;
         }
@@ -235,13 +236,14 @@ impl Inner {
         } else {
             if !logged.is_empty() {
                 notice(
-                progress,
-                format!(
-                    "{}: the key log does not describe {} ({} keys for {rows} rows); rebuilt from the data file",
-                    keys_path.display(),
-                    path.display(),
-                    logged.len()
-                ));
+                    progress,
+                    format!(
+                        "{}: the key log does not describe {} ({} keys for {rows} rows); rebuilt from the data file",
+                        keys_path.display(),
+                        path.display(),
+                        logged.len()
+                    ),
+                );
             }
             let mut text = Vec::new();
             for k in &data_keys {
@@ -272,12 +274,13 @@ impl Inner {
             };
             if lost {
                 notice(
-                progress,
-                format!(
-                    "{}: the data file holds less than the state file says ({rows} rows, {complete} bytes; state: {known} rows, {} bytes); re-reading from --since",
-                    path.display(),
-                    s.data_len
-                ));
+                    progress,
+                    format!(
+                        "{}: the data file holds less than the state file says ({rows} rows, {complete} bytes; state: {known} rows, {} bytes); re-reading from --since",
+                        path.display(),
+                        s.data_len
+                    ),
+                );
             } else {
                 checkpoint = s
                     .checkpoint
@@ -285,12 +288,13 @@ impl Inner {
                     .transpose()?;
                 if rows > known {
                     notice(
-                progress,
-                format!(
-                        "{}: {} rows written after the last saved state were found and kept",
-                        path.display(),
-                        rows - known
-                    ));
+                        progress,
+                        format!(
+                            "{}: {} rows written after the last saved state were found and kept",
+                            path.display(),
+                            rows - known
+                        ),
+                    );
                 }
             }
         }
@@ -497,7 +501,6 @@ fn for_each_row(
         }
     }
 }
-
 
 /// Hands an operator's notice to `progress`.
 fn notice(progress: &dyn Progress, text: String) {

@@ -198,7 +198,10 @@ mod tests {
             DestSpec::Postgres(_)
         ));
         assert_eq!(DestSpec::parse("ndjson:").unwrap_err(), "the path is empty");
-        assert_eq!(DestSpec::parse("sqlite://").unwrap_err(), "the path is empty");
+        assert_eq!(
+            DestSpec::parse("sqlite://").unwrap_err(),
+            "the path is empty"
+        );
         assert!(DestSpec::parse("/tmp/x").is_err());
         assert!(DestSpec::parse("").is_err());
         assert!(DestSpec::parse("CSV:x").is_err());

@@ -36,7 +36,10 @@ impl SqliteDestination {
     }
 }
 
-fn open_blocking(path: &PathBuf, target: &Target) -> anyhow::Result<(Inner, Option<NaiveDateTime>)> {
+fn open_blocking(
+    path: &PathBuf,
+    target: &Target,
+) -> anyhow::Result<(Inner, Option<NaiveDateTime>)> {
     let conn = rusqlite::Connection::open(path)
         .with_context(|| format!("opening sqlite database {}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(30))?;

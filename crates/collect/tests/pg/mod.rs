@@ -50,7 +50,10 @@ impl TestDb {
         let admin = match connect(&admin_url).await {
             Ok(c) => c,
             Err(e) => {
-                assert!(!in_ci(), "PostgreSQL unreachable at {admin_url} under CI: {e}");
+                assert!(
+                    !in_ci(),
+                    "PostgreSQL unreachable at {admin_url} under CI: {e}"
+                );
                 eprintln!("PostgreSQL unreachable at {admin_url} ({e}); skipping");
                 return None;
             }
@@ -71,7 +74,9 @@ impl TestDb {
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
-        connect(&self.url).await.expect("connect to the test database")
+        connect(&self.url)
+            .await
+            .expect("connect to the test database")
     }
 
     /// Drops the database (and any sessions left on it).
