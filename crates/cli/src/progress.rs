@@ -99,6 +99,10 @@ impl Reporter {
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.abandon();
+            if !b.is_hidden() {
+                // The bar's last line is left open; the summary goes on the next one.
+                eprintln!();
+            }
         }
     }
 }
