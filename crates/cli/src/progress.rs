@@ -94,6 +94,13 @@ impl Reporter {
         }
     }
 
+    /// Stops drawing and erases the bar (a run that failed before it started).
+    pub fn clear(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+
     /// Stops drawing and leaves the last state of the bar on screen; the summary line goes
     /// below it.
     pub fn finish(&self) {

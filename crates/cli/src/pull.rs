@@ -208,7 +208,7 @@ async fn collect(config: Config, into: DestSpec, client: Client) -> anyhow::Resu
     });
     let dest = voxtrail_collect::open(&into, &config.target, printer.clone())
         .await
-        .inspect_err(|_| bar.finish())?;
+        .inspect_err(|_| bar.clear())?;
     let stop = Stop::new();
     spawn_signal_watch(stop.clone(), bar.clone())?;
     let summary = Collector::new(config, client, dest)
