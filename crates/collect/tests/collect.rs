@@ -464,3 +464,38 @@ async fn a_stopped_handle_starts_no_window() {
     assert_eq!((s.windows, s.rows, s.checkpoint), (0, 0, None));
     assert_eq!(fake.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn following_an_unreachable_upstream_defers_the_window_and_keeps_no_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = DestSpec::Csv(dir.path().join("down.csv"));
+    let fake = Fake::start(spread("u", 5, "2026-01-01 00:00:00", 60), Mode::default()).await;
+    // Every answer a 500: retried, then given up on for this cycle.
+    fake.always(Some(fake::Fault::Status500));
+    let c = client(&fake, None);
+    let mut cfg = config(&c, SINCE, UNTIL);
+    cfg.follow = true;
+    let stop = Stop::new();
+    let s2 = stop.clone();
+    let deferred = Arc::new(Mutex::new(Vec::<String>::new()));
+    let d2 = deferred.clone();
+    let progress: Arc<dyn Progress> = Arc::new(move |e: &Event<'_>| {
+        if let Event::WindowDeferred { window, error } = e {
+            d2.lock().unwrap().push(format!("{window}: {error}"));
+            s2.stop();
+        }
+    });
+    let dest = open(&spec, &cfg.target, no_progress()).await.unwrap();
+    let s = tokio::spawn(Collector::new(cfg, c, dest).progress(progress).run(stop))
+        .await
+        .unwrap();
+    assert!(s.error.is_none(), "not final: {:?}", s.error);
+    assert_eq!((s.windows, s.checkpoint), (0, None));
+    let deferred = deferred.lock().unwrap().clone();
+    assert_eq!(deferred.len(), 1, "{deferred:?}");
+    assert!(
+        deferred[0].starts_with("20260101000000..20260102000000: "),
+        "{deferred:?}"
+    );
+    assert!(stored(&spec).await.is_empty());
+}
