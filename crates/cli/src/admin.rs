@@ -9,6 +9,8 @@ use voxtrail_server::Store;
 use voxtrail_server::domain::{OperationName, OperationTz, Scope, TokenSecret, WallClock};
 use voxtrail_server::seed::{self, SeedSpec};
 
+use crate::progress::{Reporter, Unit};
+
 #[derive(Debug, Subcommand)]
 pub enum OperationCmd {
     /// Create an operation.
@@ -194,9 +196,16 @@ pub fn seed(database: &str, args: SeedArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let start = Instant::now();
+    let bar = Reporter::new(Unit::Rows, Some(args.count));
     let summary = seed::run(&store, &op, spec, |done| {
-        eprintln!("seeded {done}/{}", args.count);
-    })?;
+        if bar.is_bar() {
+            bar.set_position(done);
+        } else {
+            eprintln!("seeded {done}/{}", args.count);
+        }
+    });
+    bar.finish();
+    let summary = summary?;
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
         "seed done: {} inserted, {} already present, {:.1} s ({:.0} rows/s)",

@@ -7,6 +7,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -15,6 +17,8 @@ use voxtrail_server::Store;
 use voxtrail_server::ingest::{self, Format, IngestError, Progress, RecordIter};
 use voxtrail_server::mail::{self, Agents, MailFormat, MboxReader, RawMessage};
 use voxtrail_wire::RecordError;
+
+use crate::progress::{Counting, Reporter, Unit};
 
 #[derive(Debug, Args)]
 #[command(after_help = MAIL_HELP)]
@@ -62,7 +66,11 @@ struct Input {
     format: Format,
 }
 
-fn open_input(path: &PathBuf, format: Option<Format>) -> anyhow::Result<Input> {
+fn open_input(
+    path: &PathBuf,
+    format: Option<Format>,
+    read: &Arc<AtomicU64>,
+) -> anyhow::Result<Input> {
     let (name, raw): (String, Box<dyn Read>) = if path.as_os_str() == "-" {
         ("<stdin>".to_owned(), Box::new(std::io::stdin()))
     } else {
@@ -70,6 +78,7 @@ fn open_input(path: &PathBuf, format: Option<Format>) -> anyhow::Result<Input> {
         anyhow::ensure!(!f.metadata()?.is_dir(), "{} is a directory", path.display());
         (path.display().to_string(), Box::new(f))
     };
+    let raw = Counting::new(raw, read.clone());
     let mut reader = BufReader::with_capacity(READ_BUFFER, raw);
     let format = match format {
         Some(f) => f,
@@ -91,10 +100,20 @@ struct StderrProgress {
     last: Instant,
     /// `records` (ndjson, json, csv) or `messages` (mail).
     unit: &'static str,
+    /// On a terminal, the bar; then `read` (bytes read of the inputs) is its position.
+    bar: Reporter,
+    read: Option<Arc<AtomicU64>>,
 }
 
 impl Progress for StderrProgress {
     fn records_read(&mut self, count: u64) {
+        if self.bar.is_bar() {
+            if let Some(read) = &self.read {
+                self.bar.set_position(read.load(Ordering::Relaxed));
+            }
+            self.bar.set_message(format!("{count} {}", self.unit));
+            return;
+        }
         if self.last.elapsed().as_secs_f64() >= 1.0 {
             self.last = Instant::now();
             let secs = self.start.elapsed().as_secs_f64();
@@ -105,6 +124,18 @@ impl Progress for StderrProgress {
             );
         }
     }
+}
+
+/// Bytes of all inputs, when every one is a file (not stdin).
+fn input_size(files: &[PathBuf]) -> Option<u64> {
+    files
+        .iter()
+        .map(|p| {
+            (p.as_os_str() != "-")
+                .then(|| std::fs::metadata(p).ok().map(|m| m.len()))
+                .flatten()
+        })
+        .sum()
 }
 
 pub fn run(database: &str, args: ImportArgs) -> anyhow::Result<()> {
@@ -129,10 +160,11 @@ pub fn run(database: &str, args: ImportArgs) -> anyhow::Result<()> {
     let stdin_uses = args.files.iter().filter(|f| f.as_os_str() == "-").count();
     anyhow::ensure!(stdin_uses <= 1, "standard input (-) can be named only once");
     // Open every input before touching the database, so a missing file changes nothing.
+    let read = Arc::new(AtomicU64::new(0));
     let inputs = args
         .files
         .iter()
-        .map(|p| open_input(p, format))
+        .map(|p| open_input(p, format, &read))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let store = Store::open(database).with_context(|| format!("opening database {database}"))?;
     let op = store.operation(&args.operation)?;
@@ -167,9 +199,12 @@ pub fn run(database: &str, args: ImportArgs) -> anyhow::Result<()> {
         start,
         last: start,
         unit: "records",
+        bar: Reporter::new(Unit::Bytes, input_size(&args.files)),
+        read: Some(read),
     };
     let sink = store.begin_ingest(op.id)?;
     let result = ingest::ingest_listing(chained, op.tz, None, sink, &mut progress, LISTED);
+    progress.bar.finish();
     let locate = |index: u64| -> String {
         let starts = starts.borrow();
         let file = starts.iter().rposition(|&s| s <= index).unwrap_or(0);
@@ -404,6 +439,9 @@ fn run_mail(database: &str, format: MailFormat, args: ImportArgs) -> anyhow::Res
         start,
         last: start,
         unit: "messages",
+        // Mail is counted in messages: plain lines, no bar.
+        bar: Reporter::none(),
+        read: None,
     };
     let sink = store.begin_ingest(op.id)?;
     let result = ingest::ingest(records, tz, None, sink, &mut progress);

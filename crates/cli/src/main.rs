@@ -3,6 +3,7 @@
 
 mod admin;
 mod import;
+mod progress;
 mod pull;
 mod serve;
 mod serve_lock;
