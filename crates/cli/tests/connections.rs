@@ -45,6 +45,16 @@ async fn poll_ok(server: &Server, token: &str) {
     assert_eq!(v["data"][0]["conn_id"], "known-row");
 }
 
+/// Waits (at most 10 s) for a log line holding `needle`; panics with the logs otherwise.
+async fn wait_log(server: &Server, needle: &str) {
+    let logs = server.stderr.clone();
+    let seen = eventually(Duration::from_secs(10), async || {
+        logs.lock().unwrap().contains(needle)
+    })
+    .await;
+    assert!(seen, "no log line with {needle:?}: {}", server.logs());
+}
+
 /// A connection that sent part of a request head and nothing more.
 async fn half_sent(addr: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.expect("connecting");
@@ -103,10 +113,16 @@ async fn slowloris_and_idle_connections_are_closed_while_polls_are_answered() {
     let still_open = count_still_open(held, Duration::from_secs(60)).await;
     assert_eq!(still_open, 0, "connections the server never closed");
     poll_ok(&server, &token).await;
-    let logs = server.logs();
+    let logs = server.stderr.clone();
     assert!(
-        logs.contains("closing connections that sent no request in time"),
-        "{logs}"
+        eventually(Duration::from_secs(10), async || {
+            logs.lock()
+                .unwrap()
+                .contains("closing connections that sent no request in time")
+        })
+        .await,
+        "{}",
+        server.logs()
     );
 }
 
@@ -176,8 +192,15 @@ async fn an_oversized_request_head_gets_431_and_the_connection_closes() {
     let resp = raw_get(&server.addr, b"/healthz", &[big_ok.as_bytes()]).await;
     assert_eq!(resp.status, 200);
     poll_ok(&server, &token).await;
-    let logs = server.logs();
-    assert!(logs.contains("request head too large"), "{logs}");
+    let logs = server.stderr.clone();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            logs.lock().unwrap().contains("request head too large")
+        })
+        .await,
+        "{}",
+        server.logs()
+    );
 }
 
 #[tokio::test]
@@ -276,8 +299,8 @@ async fn the_open_file_limit_is_raised_at_start() {
         "-S -n 256",
         "[http]\nheader_read_timeout_ms = 30000\n",
     );
+    wait_log(&server, "open-file limit raised").await;
     let logs = server.logs();
-    assert!(logs.contains("open-file limit raised"), "{logs}");
     assert!(logs.contains("\"old\":256"), "{logs}");
     assert!(logs.contains(&format!("\"new\":{hard}")), "{logs}");
     // More connections than the old soft limit, and a poll is still answered.
@@ -294,11 +317,7 @@ async fn under_a_low_hard_fd_limit_idle_floods_are_refused_logged_and_then_close
     raise_own_fd_limit();
     let (env, token) = one_row_env();
     let server = serve_with_ulimit(&env, "-n 200", "[http]\nheader_read_timeout_ms = 2000\n");
-    let logs = server.logs();
-    assert!(
-        logs.contains("lowered to what the open-file limit allows"),
-        "{logs}"
-    );
+    wait_log(&server, "lowered to what the open-file limit allows").await;
     let mut held = Vec::new();
     for _ in 0..300 {
         held.push(TcpStream::connect(&server.addr).await.unwrap());
