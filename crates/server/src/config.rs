@@ -20,6 +20,7 @@ pub struct Config {
     pub database: String,
     pub limits: Limits,
     pub compat: Compat,
+    pub http: HttpConfig,
     /// Seconds a client is told to wait (`Retry-After`) while maintenance is on.
     pub maintenance_retry_after_secs: u64,
     /// How often cached tokens and the maintenance switch are re-read from the database.
@@ -43,6 +44,37 @@ pub struct Limits {
     pub ingest_max_body_bytes: usize,
     /// Time allowed to receive a whole ingestion body (slow-drip bodies are cut off).
     pub ingest_body_timeout_ms: u64,
+}
+
+/// Connection-level bounds of the HTTP server (docs/operations.md, "Connections and
+/// timeouts").
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Time a connection has to send a complete request head, from its accept or from the
+    /// first byte of a later request.
+    pub header_read_timeout_ms: u64,
+    /// Time a keep-alive connection may sit with no request in flight and no bytes moving.
+    pub idle_timeout_ms: u64,
+    /// Open connections at most (lowered at start to the open-file limit minus a reserve);
+    /// past it new connections get a 503 and are closed.
+    pub max_connections: u64,
+    /// Largest request head (request line and headers); larger heads get a 431.
+    pub max_header_bytes: u64,
+    /// After SIGTERM, time given to answers in flight before every connection is cut.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 4096,
+            max_header_bytes: 64 * 1024,
+            shutdown_grace_ms: 30_000,
+        }
+    }
 }
 
 /// Switches that mimic quirks of the hosted API.
@@ -70,6 +102,7 @@ impl Default for Config {
             database: "sqlite://voxtrail.db".into(),
             limits: Limits::default(),
             compat: Compat::default(),
+            http: HttpConfig::default(),
             maintenance_retry_after_secs: 300,
             refresh_interval_ms: 2000,
         }
@@ -186,6 +219,30 @@ impl Config {
             self.refresh_interval_ms <= 5000,
             "refresh_interval_ms must be at most 5000 (revocation must take effect within 5 s)"
         );
+        self.http.check()
+    }
+}
+
+impl HttpConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        let within = |name: &str, v: u64, lo: u64, hi: u64| {
+            anyhow::ensure!(
+                (lo..=hi).contains(&v),
+                "http.{name} must be between {lo} and {hi} (got {v})"
+            );
+            Ok(())
+        };
+        within(
+            "header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            100,
+            30_000,
+        )?;
+        within("idle_timeout_ms", self.idle_timeout_ms, 100, 75_000)?;
+        within("max_connections", self.max_connections, 1, 1_000_000)?;
+        // hyper's read buffer cannot be smaller than 8 KiB.
+        within("max_header_bytes", self.max_header_bytes, 8192, 1024 * 1024)?;
+        within("shutdown_grace_ms", self.shutdown_grace_ms, 100, 600_000)?;
         Ok(())
     }
 }
@@ -403,5 +460,48 @@ mod tests {
                 && e.contains("e.g. VOXTRAIL_REFRESH_INTERVAL_MS=2000"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn http_settings_from_file_and_env_and_their_bounds() {
+        let t: toml::Table = "[http]\nidle_timeout_ms = 5000\n".parse().unwrap();
+        let c = Config::from_table(
+            t,
+            env(&[
+                ("VOXTRAIL_HTTP__SHUTDOWN_GRACE_MS", "2000"),
+                ("VOXTRAIL_HTTP__MAX_CONNECTIONS", "10"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http.idle_timeout_ms, 5000);
+        assert_eq!(c.http.shutdown_grace_ms, 2000);
+        assert_eq!(c.http.max_connections, 10);
+        assert_eq!(c.http.header_read_timeout_ms, 10_000);
+        for (key, bad) in [
+            ("HEADER_READ_TIMEOUT_MS", "0"),
+            ("HEADER_READ_TIMEOUT_MS", "60000"),
+            ("IDLE_TIMEOUT_MS", "0"),
+            ("IDLE_TIMEOUT_MS", "3600000"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS", "99999999999"),
+            ("MAX_HEADER_BYTES", "100"),
+            ("MAX_HEADER_BYTES", "1073741824"),
+            ("SHUTDOWN_GRACE_MS", "0"),
+            ("SHUTDOWN_GRACE_MS", "-5"),
+            ("SHUTDOWN_GRACE_MS", "soon"),
+        ] {
+            let var = format!("VOXTRAIL_HTTP__{key}");
+            let e = Config::from_table(toml::Table::new(), env(&[(&var, bad)]))
+                .expect_err(&var)
+                .to_string();
+            let name = key.to_ascii_lowercase();
+            assert!(
+                e.contains(&name) || e.contains("invalid configuration"),
+                "{var}={bad}: {e}"
+            );
+        }
+        let t: toml::Table = "[http]\nmax_conections = 5\n".parse().unwrap();
+        let e = Config::from_table(t, env(&[])).unwrap_err().to_string();
+        assert!(e.contains("max_conections"), "{e}");
     }
 }

@@ -6,6 +6,7 @@ pub mod ingest;
 pub mod normalize;
 pub mod observe;
 pub mod report;
+pub mod serve;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +18,6 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::serve::ListenerExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::compression::CompressionLayer;
 
@@ -150,12 +150,15 @@ fn metrics_handle() -> PrometheusHandle {
 pub struct Application {
     listener: tokio::net::TcpListener,
     state: AppState,
+    serve: serve::ServeSettings,
 }
 
 impl Application {
     /// Binds the listener and prepares the state; reads the maintenance switch once.
     pub async fn build(config: Config, store: Store) -> anyhow::Result<Self> {
         use anyhow::Context as _;
+        let open_files = serve::raise_open_file_limit();
+        let serve = serve::ServeSettings::new(&config.http, open_files);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -170,14 +173,19 @@ impl Application {
             config: Arc::new(config),
             store,
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            serve,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight answers and saves usage counts.
+    /// Serves until `shutdown` resolves, then closes idle connections, drains answers in
+    /// flight for the grace period, cuts the rest (`serve.rs`) and saves usage counts.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -185,21 +193,12 @@ impl Application {
         let st = self.state.clone();
         let refresher = tokio::spawn(background(st.clone()));
         let app = router(self.state);
-        // TCP_NODELAY: an answer is written as head then body; without it Nagle's algorithm
-        // holds the second write until the client's delayed ACK (≈40 ms per poll).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "setting TCP_NODELAY");
-            }
-        });
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        serve::serve(self.listener, app, self.serve, shutdown).await;
         refresher.abort();
         if let Err(e) = st.store.flush_usage().await {
             tracing::error!(error = %e, "saving usage counts at shutdown");
         }
-        served.map_err(Into::into)
+        Ok(())
     }
 }
 
