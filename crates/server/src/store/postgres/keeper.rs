@@ -30,11 +30,13 @@ use crate::store::{StoreError, StoreResult};
 /// Admission (slot, then use) and the window's first rows, in one statement. The first branch
 /// yields exactly one row with a NULL json (stored json is never NULL); the rows are read only
 /// when a slot was taken and a use counted (`counted` is not empty). `$10` lists the slots of
-/// the token this session already holds (locks are re-entrant per session).
+/// the token this session already holds (locks are re-entrant per session); the `CASE` makes
+/// sure such a slot is never even tried (PostgreSQL orders plain `AND`ed conditions by cost).
 pub(super) const ADMIT_AND_FIRST_ROWS: &str = "
 WITH slot AS (
     SELECT k FROM generate_series(0, $2 - 1) AS k
-     WHERE k <> ALL($10::int4[]) AND pg_try_advisory_lock($1, k) LIMIT 1
+     WHERE CASE WHEN k = ANY($10::int4[]) THEN false ELSE pg_try_advisory_lock($1, k) END
+     LIMIT 1
 ), counted AS (
     INSERT INTO token_usage(token_id, day, used) SELECT $3, $4, 1 FROM slot
     ON CONFLICT (token_id, day) DO UPDATE SET used = token_usage.used + 1
@@ -52,7 +54,8 @@ UNION ALL
 /// obtained: at most one.
 pub(super) const TAKE_SLOT: &str = "
 SELECT k FROM generate_series(0, $2 - 1) AS k
- WHERE k <> ALL($3::int4[]) AND pg_try_advisory_lock($1, k) LIMIT 1";
+ WHERE CASE WHEN k = ANY($3::int4[]) THEN false ELSE pg_try_advisory_lock($1, k) END
+ LIMIT 1";
 
 /// Frees one slot.
 const UNLOCK: &str = "SELECT pg_advisory_unlock($1, $2)";
@@ -61,7 +64,7 @@ const UNLOCK: &str = "SELECT pg_advisory_unlock($1, $2)";
 /// session does not hand out (a session-level lock survives the statement's rollback).
 const UNDO: &str = "
 SELECT count(*) FROM generate_series(0, $2 - 1) AS k
- WHERE k <> ALL($3::int4[]) AND pg_advisory_unlock($1, k)";
+ WHERE CASE WHEN k = ANY($3::int4[]) THEN false ELSE pg_advisory_unlock($1, k) END";
 
 /// The keepers of one replica.
 pub(super) struct Keepers {
