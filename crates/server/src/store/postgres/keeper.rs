@@ -229,7 +229,11 @@ impl Session {
             return;
         }
         let handed = handed.to_vec();
-        if let Err(e) = self.client.query_one(&self.undo, &[&key, &max, &handed]).await {
+        if let Err(e) = self
+            .client
+            .query_one(&self.undo, &[&key, &max, &handed])
+            .await
+        {
             tracing::warn!(error = %e, "lock keeper could not undo a failed admission; reconnecting");
             self.kill();
         }
