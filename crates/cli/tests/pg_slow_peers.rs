@@ -119,7 +119,8 @@ async fn one_tenants_slow_peers_do_not_stall_another_tenant() {
     let streaming = slow.iter().filter(|s| s.status == 200).count();
     for s in &slow {
         assert!(
-            s.status == 200 || (s.status == 503 && s.head.to_ascii_lowercase().contains("retry-after")),
+            s.status == 200
+                || (s.status == 503 && s.head.to_ascii_lowercase().contains("retry-after")),
             "{}",
             s.head
         );
