@@ -10,10 +10,11 @@
 //!   bounded channel is full (memory does not grow with the answer). A poll-sized answer is
 //!   one statement (`report.rs`).
 //! - Limits hold across replicas (docs/adr/0003-limits-in-postgres.md): a concurrency slot is a
-//!   session advisory lock `(token_id, k)` on a connection held inside the slot guard (a killed
-//!   replica's session dies and frees it), and a daily use is one atomic upsert; a request's
-//!   admission is one statement (`admission.rs`).
-//! - The request hot path (slots, daily uses, reports) is async tokio-postgres on the server's
+//!   session advisory lock `(token_id, k)` held by one of the replica's lock keepers
+//!   (`keeper.rs`, docs/adr/0004-lock-keeper.md; a killed replica's sessions die and free
+//!   them), and a daily use is one atomic upsert; a request's admission is one statement on
+//!   the keeper (`admission.rs`). A request holds no connection while its peer is slow.
+//! - The request hot path (keepers, reports) is async tokio-postgres on the server's
 //!   runtime (`async_pool.rs`). Administration (`admin.rs`) and ingestion (`ingest.rs`) use
 //!   the blocking `postgres` client (`pool.rs`), which runs its own small runtime per
 //!   connection; it is only used on blocking threads, and such a connection is never dropped on
