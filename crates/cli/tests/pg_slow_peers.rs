@@ -187,6 +187,9 @@ async fn a_lost_keeper_session_cuts_its_answers_and_reconnects() {
     let token = env.token("big", "report", None);
     let server = env.serve(None);
 
+    let writer = env.token("big", "ingest", None);
+    let line = format!("{}\n", record("late-1", "2026-10-01 12:00:00"));
+    let mut upload = stalled_upload(&server.addr, &writer, line.len()).await;
     let mut cut = slow_get(&server.addr, &big_target(), &token, 4096).await;
     assert_eq!(cut.status, 200, "{}", cut.head);
     let full: usize = cut
@@ -212,6 +215,32 @@ async fn a_lost_keeper_session_cuts_its_answers_and_reconnects() {
     assert!(
         read.is_err() || total < full,
         "the answer went on to its end ({total} of {full} bytes) without a slot"
+    );
+
+    // The upload whose slot was lost while its body arrived is refused, nothing stored.
+    upload
+        .write_all(&line.as_bytes()[1..])
+        .await
+        .expect("sending the rest of the body");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PROMPT, async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = upload.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("THE DATABASE CANNOT BE REACHED"),
+        "{answer}"
     );
 
     // A new session: both slots can be taken again, and not a third.
