@@ -150,6 +150,22 @@ impl TestDatabase {
         .expect("changing whether the test database is read-only");
     }
 
+    /// Advisory locks held on this database right now (by every session): the concurrency
+    /// slots in use across replicas.
+    pub fn advisory_locks(&self) -> i64 {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        off_runtime(move || -> Result<i64, postgres::Error> {
+            let mut c = admin(&url)?;
+            let row = c.query_one(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                  WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1",
+                &[&name],
+            )?;
+            row.try_get(0)
+        })
+        .expect("counting advisory locks on the test database")
+    }
+
     /// Ends the sessions on this database whose `application_name` is `app`; how many.
     pub fn terminate_sessions_of(&self, app: &str) -> i64 {
         let (url, name, app) = (self.admin_url.clone(), self.name.clone(), app.to_owned());
