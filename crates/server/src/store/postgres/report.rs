@@ -305,3 +305,26 @@ async fn produce_report(
     body.finish_async().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_gets_its_share_and_others_theirs() {
+        let shares = Shares::new(2);
+        let a1 = shares.take(1).expect("first of 1");
+        let a2 = shares.take(1).expect("second of 1");
+        assert!(shares.take(1).is_none(), "1 is at its share");
+        let b = shares.take(2).expect("2 has its own share");
+        drop(a1);
+        let a3 = shares.take(1).expect("a freed place is taken again");
+        drop((a2, a3, b));
+        assert!(
+            shares.held.lock().unwrap().is_empty(),
+            "nothing is left behind"
+        );
+        // A share of zero still lets one answer through per operation.
+        assert!(Shares::new(0).take(7).is_some());
+    }
+}
