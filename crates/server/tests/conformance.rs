@@ -76,6 +76,7 @@ conformance!(
     an_admission_abandoned_midway_leaves_no_slot_held,
     slots_are_checked_before_the_daily_limit_and_shared_with_ingestion,
     operation_names_are_checked_on_the_way_in_and_out,
+    concurrent_admissions_of_one_token_never_share_a_slot,
 );
 
 fn tz() -> OperationTz {
@@ -989,4 +990,55 @@ fn operation_names_are_checked_on_the_way_in_and_out(s: &Store, f: &Fixture) {
     );
     assert!(matches!(s.operation(" acme"), Err(StoreError::Corrupt(_))));
     assert!(matches!(s.list_operations(), Err(StoreError::Corrupt(_))));
+}
+
+/// Many admissions of one token at once, on one store: exactly `max` are admitted, and each
+/// admitted one holds a slot of its own (on PostgreSQL the keeper's session re-enters a lock it
+/// already holds, so it must never try one it has handed out): with every admitted request
+/// still holding, a second store sees none free; once they are freed, all `max` are free again.
+fn concurrent_admissions_of_one_token_never_share_a_slot(s: &Store, f: &Fixture) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let t = s
+        .create_token(
+            op.id,
+            &TokenSecret::generate().hash(),
+            Scope::Report,
+            "",
+            None,
+        )
+        .unwrap();
+    let other = match &f._db {
+        Some(db) => Store::open(&db.url).unwrap(),
+        None => s.clone(),
+    };
+    let req = ask(t, 20_261_001, 1_000_000, 3);
+    let rt = runtime();
+    rt.block_on(async {
+        for _ in 0..5 {
+            let tries: Vec<_> = (0..24)
+                .map(|_| {
+                    let s = s.clone();
+                    tokio::spawn(async move { s.admit(req, None).await.unwrap() })
+                })
+                .collect();
+            let mut held = Vec::new();
+            for t in tries {
+                if let Ok(a) = t.await.unwrap() {
+                    held.push(a.slot);
+                }
+            }
+            assert_eq!(held.len(), 3, "admitted at once");
+            assert_eq!(admit(&other, req).await.err(), Some(Refused::Simultaneous));
+            for slot in held {
+                free(slot).await;
+            }
+            let mut again = Vec::new();
+            for _ in 0..3 {
+                again.push(admit(&other, req).await.expect("a freed slot").0);
+            }
+            for slot in again {
+                free(slot).await;
+            }
+        }
+    });
 }

@@ -71,6 +71,13 @@ pub enum ApiError {
     /// the cause goes to the log only.
     #[error("database unavailable: {0:#}")]
     DatabaseUnavailable(anyhow::Error),
+    /// The database refuses writes (read-only PostgreSQL, hot standby); the cause goes to the
+    /// log only.
+    #[error("database read-only: {0:#}")]
+    ReadOnly(anyhow::Error),
+    /// The disk under the database is full; the cause goes to the log only.
+    #[error("disk full: {0:#}")]
+    DiskFull(anyhow::Error),
     /// A bug or an infrastructure failure; the cause goes to the log only.
     #[error("internal error: {0:#}")]
     Internal(anyhow::Error),
@@ -208,6 +215,16 @@ impl ApiError {
                 "SERVICE UNAVAILABLE",
                 "THE DATABASE CANNOT BE REACHED; RETRY SHORTLY".into(),
             ),
+            Self::ReadOnly(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "SERVICE UNAVAILABLE",
+                "THE DATABASE IS READ-ONLY; RETRY LATER".into(),
+            ),
+            Self::DiskFull(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "SERVICE UNAVAILABLE",
+                "THE DISK IS FULL; RETRY LATER".into(),
+            ),
             Self::Internal(_) => (
                 S::INTERNAL_SERVER_ERROR,
                 "INTERNAL SERVER ERROR",
@@ -253,7 +270,11 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::Busy => Self::Busy,
-            e @ crate::store::StoreError::Unavailable(_) => Self::DatabaseUnavailable(e.into()),
+            e @ (crate::store::StoreError::Unavailable(_) | crate::store::StoreError::SlotLost) => {
+                Self::DatabaseUnavailable(e.into())
+            }
+            e @ crate::store::StoreError::ReadOnly(_) => Self::ReadOnly(e.into()),
+            e @ crate::store::StoreError::DiskFull(_) => Self::DiskFull(e.into()),
             e @ crate::store::StoreError::TaskFailed(_) => Self::Internal(e.into()),
             other => Self::Internal(other.into()),
         }
@@ -289,6 +310,10 @@ impl IntoResponse for ApiError {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 tracing::error!(error = format!("{cause:#}"), "database unavailable");
             }
+            Self::ReadOnly(cause) | Self::DiskFull(cause) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+                tracing::error!(error = format!("{cause:#}"), "database refuses writes");
+            }
             Self::MethodNotAllowed { allow } => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
@@ -314,5 +339,19 @@ mod tests {
         let e = crate::store::StoreError::TaskFailed("store task failed: panicked".into());
         let resp = ApiError::from(e).into_response();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_full_disk_is_a_503_with_retry_after() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        let e = crate::store::StoreError::from(full);
+        assert!(matches!(e, crate::store::StoreError::DiskFull(_)), "{e:?}");
+        let resp = ApiError::from(e).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "30");
+        assert!(resp.extensions().get::<InternalErrorMarker>().is_none());
     }
 }

@@ -85,6 +85,11 @@ pub async fn interactions(
         Duration::from_millis(limits.ingest_body_timeout_ms),
     )
     .await?;
+    // A slot lost while the body arrived (PostgreSQL: its lock keeper's session ended) no
+    // longer limits this upload: refuse it before anything is written.
+    if slot.is_lost() {
+        return Err(crate::store::StoreError::SlotLost.into());
+    }
     let op = token.operation.clone();
     let max_records = limits.ingest_max_records;
     let outcome = st

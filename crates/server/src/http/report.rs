@@ -22,7 +22,7 @@ use crate::config::EmptyWindow;
 use crate::domain::{Scope, Token, WallClock, Window, WindowError};
 use crate::store::{
     AdmitRequest, Admitted, HeadReceiver, Refused, ReportQuery, ReportRefusal, ReportStream,
-    SlotGuard, StoreResult,
+    SlotGuard, SlotLost, StoreError, StoreResult,
 };
 
 /// The query parameters the report reads. A repeated parameter: the last one wins, as in PHP.
@@ -194,6 +194,7 @@ pub async fn report(
     }
     let body = Body::from_stream(SlotBody {
         chunks: stream.chunks,
+        lost: slot.lost(),
         slot: Some(slot),
         remaining: stream.head.body_len,
         releasing: None,
@@ -248,9 +249,12 @@ async fn wait_for_head(
 /// ends or is dropped (client gone) — not when the handler returns. When the last chunk is
 /// ready the slot is released first (and, on PostgreSQL, the unlock awaited), then the chunk
 /// is handed on: a client that sends its next request on receiving the last byte never finds
-/// its own previous slot still held.
+/// its own previous slot still held. A slot lost while the answer is sent (PostgreSQL: its lock
+/// keeper's session ended) cuts the body: the limit no longer covers it.
 struct SlotBody {
     chunks: mpsc::Receiver<StoreResult<Bytes>>,
+    /// Completes if the slot is lost before the body ends.
+    lost: Option<SlotLost>,
     slot: Option<SlotGuard>,
     /// Body bytes not yet handed on.
     remaining: u64,
@@ -267,6 +271,15 @@ impl Stream for SlotBody {
             let _ = std::task::ready!(Pin::new(release).poll(cx));
             let (_, last) = this.releasing.take().expect("checked above");
             return Poll::Ready(Some(Ok(last)));
+        }
+        if this.slot.is_some()
+            && let Some(lost) = this.lost.as_mut()
+            && lost.as_mut().poll(cx).is_ready()
+        {
+            this.lost = None;
+            this.slot = None;
+            this.chunks.close();
+            return Poll::Ready(Some(Err(StoreError::SlotLost)));
         }
         let item = std::task::ready!(this.chunks.poll_recv(cx));
         if let Some(Ok(chunk)) = &item {

@@ -72,6 +72,9 @@ enum Held {
     Database(Box<PgSlot>),
 }
 
+/// Completes when a slot is lost (see [`SlotGuard::lost`]).
+pub type SlotLost = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 impl SlotGuard {
     pub(super) fn memory(slot: MemorySlot) -> Self {
         Self {
@@ -82,6 +85,24 @@ impl SlotGuard {
     pub(super) fn database(slot: PgSlot) -> Self {
         Self {
             held: Held::Database(Box::new(slot)),
+        }
+    }
+
+    /// Completes if the slot is lost while held: on PostgreSQL, when the lock keeper's session
+    /// that holds it ends (the lock is free for every replica then). The holder must stop —
+    /// cut its answer, refuse its upload. `None` where a slot cannot be lost (in memory).
+    pub fn lost(&self) -> Option<SlotLost> {
+        match &self.held {
+            Held::Memory(_) => None,
+            Held::Database(pg) => pg.lost().map(|f| Box::pin(f) as SlotLost),
+        }
+    }
+
+    /// Whether the slot is lost already (see [`lost`](Self::lost)).
+    pub fn is_lost(&self) -> bool {
+        match &self.held {
+            Held::Memory(_) => false,
+            Held::Database(pg) => pg.is_lost(),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::domain::{
     Interaction, Operation, OperationName, OperationTz, Scope, Token, TokenHash, Window,
 };
 
-pub use admission::{AdmitRequest, Admitted, HeadReceiver, Refused, SlotGuard};
+pub use admission::{AdmitRequest, Admitted, HeadReceiver, Refused, SlotGuard, SlotLost};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -44,11 +44,22 @@ pub enum StoreError {
     BadUrl(String),
     #[error("stored data is not what this version expects: {0}")]
     Corrupt(String),
+    /// A PostgreSQL concurrency slot was lost: the lock keeper's session holding it ended, so
+    /// other replicas may hand it out again; its holder stops (docs/adr/0004-lock-keeper.md).
+    #[error("the concurrency slot was lost (the lock keeper's database session ended)")]
+    SlotLost,
     /// A task running a store call failed (it panicked or was cancelled).
     #[error("{0}")]
     TaskFailed(String),
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// The database refuses writes (PostgreSQL made read-only, or a hot standby): reads go on,
+    /// writes are refused until it is writable again.
+    #[error("the database is read-only: {}", pg_text(.0))]
+    ReadOnly(::postgres::Error),
+    /// The disk under the database is full (SQLite's `SQLITE_FULL`); nothing was written.
+    #[error("the disk is full: {0}")]
+    DiskFull(rusqlite::Error),
     #[error("database error: {}", pg_text(.0))]
     Postgres(::postgres::Error),
     /// The database cannot be reached (connection refused or lost, server shutting down, too
@@ -71,6 +82,17 @@ impl StoreError {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 Self::Busy
             }
+            _ => Self::from(e),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// A full disk becomes [`StoreError::DiskFull`]; everything else stays
+    /// [`StoreError::Sqlite`] (busy codes are mapped by [`StoreError::from_sqlite`]).
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Self::DiskFull(e),
             _ => Self::Sqlite(e),
         }
     }
@@ -98,7 +120,9 @@ impl From<::postgres::Error> for StoreError {
                     || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
             }
         };
-        if unavailable {
+        if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
+            Self::ReadOnly(e)
+        } else if unavailable {
             Self::Unavailable(e)
         } else {
             Self::Postgres(e)

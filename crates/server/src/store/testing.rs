@@ -125,6 +125,61 @@ impl TestDatabase {
         })
         .expect("changing whether the test database accepts connections");
     }
+
+    /// Makes the database read-only (`true`) or writable again (`false`) for new sessions, and
+    /// with `true` ends every session on it — what a failover onto a read-only server looks
+    /// like to a client.
+    pub fn set_read_only(&self, on: bool) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        off_runtime(move || -> Result<(), postgres::Error> {
+            let mut c = admin(&url)?;
+            let setting = if on {
+                "SET default_transaction_read_only = on"
+            } else {
+                "RESET default_transaction_read_only"
+            };
+            c.batch_execute(&format!("ALTER DATABASE \"{name}\" {setting}"))?;
+            if on {
+                c.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    &[&name],
+                )?;
+            }
+            Ok(())
+        })
+        .expect("changing whether the test database is read-only");
+    }
+
+    /// Advisory locks held on this database right now (by every session): the concurrency
+    /// slots in use across replicas.
+    pub fn advisory_locks(&self) -> i64 {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        off_runtime(move || -> Result<i64, postgres::Error> {
+            let mut c = admin(&url)?;
+            let row = c.query_one(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                  WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1",
+                &[&name],
+            )?;
+            row.try_get(0)
+        })
+        .expect("counting advisory locks on the test database")
+    }
+
+    /// Ends the sessions on this database whose `application_name` is `app`; how many.
+    pub fn terminate_sessions_of(&self, app: &str) -> i64 {
+        let (url, name, app) = (self.admin_url.clone(), self.name.clone(), app.to_owned());
+        off_runtime(move || -> Result<i64, postgres::Error> {
+            let mut c = admin(&url)?;
+            let row = c.query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                  WHERE datname = $1 AND application_name = $2",
+                &[&name, &app],
+            )?;
+            row.try_get(0)
+        })
+        .expect("ending sessions on the test database")
+    }
 }
 
 /// The admin URL with its database name replaced.

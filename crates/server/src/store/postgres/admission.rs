@@ -1,22 +1,25 @@
-//! PostgreSQL admission: a request's concurrency slot (a session advisory lock held by the
-//! slot guard) and daily use (one atomic upsert), decided in one statement on a lock
-//! connection together with a poll-sized report's first rows (docs/adr/0003-limits-in-postgres.md).
+//! PostgreSQL admission: a request's concurrency slot (a session advisory lock held by a lock
+//! keeper's session, `keeper.rs`) and daily use (one atomic upsert), decided in one statement
+//! on the keeper's connection together with a poll-sized report's first rows
+//! (docs/adr/0003-limits-in-postgres.md, docs/adr/0004-lock-keeper.md).
+
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 
 use super::PgStore;
-use super::async_pool::AsyncConn;
+use super::keeper::Session;
 use super::report::{SMALL_ROWS, SmallRows};
 use crate::store::admission::{AdmitRequest, Admitted, HeadReceiver, Refused, SlotGuard};
 use crate::store::{ReportQuery, StoreError, StoreResult};
 
 impl PgStore {
-    // The calls a request makes on a lock connection run as tasks of their own: a
-    // request dropped mid-statement (its client gone, a shutdown) must not drop a connection
-    // whose session may already hold a slot's lock — the task finishes, and the slot it
-    // returns to nobody is released by `PgSlot`'s `Drop` as usual.
+    // The calls a request makes on a keeper run as tasks of their own: a request dropped
+    // mid-statement (its client gone, a shutdown) must not lose track of a lock the statement
+    // may take — the task finishes, and the slot it returns to nobody is released by
+    // `PgSlot`'s `Drop` as usual.
 
-    /// Both limits of a request in one statement on a lock connection — a slot, then a use —
+    /// Both limits of a request in one statement on the token's keeper — a slot, then a use —
     /// and, with a report `q`, the window's first rows when the use was counted (ADR 0003).
     /// A slot taken for a request refused by the daily limit is freed before this returns.
     pub(crate) async fn admit(
@@ -50,7 +53,7 @@ impl PgStore {
     }
 
     /// Takes one of `max` concurrency slots of a token for as long as the returned guard lives:
-    /// a session advisory lock `(token_id, k)` on a connection the guard holds.
+    /// a session advisory lock `(token_id, k)` held by the token's keeper.
     pub(crate) async fn take_slot(
         &self,
         token_id: i64,
@@ -61,7 +64,7 @@ impl PgStore {
         Ok(slot.map(SlotGuard::database))
     }
 
-    /// Both limits of a request in one statement on a lock connection: takes one of `max`
+    /// Both limits of a request in one statement on the token's keeper: takes one of `max`
     /// slots, and only if one was free counts a use against `limit`. With a report `q`, the
     /// same statement also reads the window's first `SMALL_ROWS + 1` rows when (and only when)
     /// the use was counted: a poll-sized answer costs no other statement; a larger window then
@@ -93,14 +96,17 @@ impl PgStore {
             ),
             None => (0, 0, 0, 0),
         };
-        let mut conn = self.inner.locks.get().await?;
+        let keeper = self.inner.keepers.of(key);
+        let session = keeper.session().await?;
+        let slots = session.token(key);
+        let mut handed = slots.lock().await;
         // `slot` is referenced twice, so it is evaluated once; the insert runs only when it
-        // yields a row. Lock connections commit without waiting for the WAL flush (ADR 0003).
+        // yields a row. Keeper connections commit without waiting for the WAL flush (ADR 0003).
         let read = async {
-            let st = conn.prepared(ADMIT_AND_FIRST_ROWS).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
-                [&key, &max, &token_id, &day, &limit, &op, &ini, &end, &first];
-            let stream = conn.client().query_raw(&st, params).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+                &key, &max, &token_id, &day, &limit, &op, &ini, &end, &first, &*handed,
+            ];
+            let stream = session.client().query_raw(&session.admit, params).await?;
             let mut stream = std::pin::pin!(stream);
             let mut admission: Option<(Option<i32>, Option<i64>)> = None;
             let mut rows = SmallRows::default();
@@ -123,15 +129,22 @@ impl PgStore {
         let ((slot, used), rows) = match read {
             Ok(r) => r,
             Err(e) => {
-                conn.discard(); // whatever the session holds dies with it
+                session.undo(key, max, &handed).await;
+                drop(handed);
+                failed(keeper, &session, &e).await;
                 return Err(e);
             }
         };
-        Ok(match (slot, used) {
-            (None, _) => Admission::NoSlot,
-            (Some(k), None) => Admission::LimitExceeded(PgSlot::new(conn, key, k)),
-            (Some(k), Some(n)) => Admission::Admitted {
-                slot: PgSlot::new(conn, key, k),
+        let Some(k) = slot else {
+            return Ok(Admission::NoSlot);
+        };
+        handed.push(k);
+        drop(handed);
+        let slot = PgSlot::new(session, key, k);
+        Ok(match used {
+            None => Admission::LimitExceeded(slot),
+            Some(n) => Admission::Admitted {
+                slot,
                 used: n.max(0) as u64,
                 report: q.map(|q| match rows.overflowed {
                     true => self.spawn_report(q, false),
@@ -142,61 +155,51 @@ impl PgStore {
     }
 
     /// Takes one of `max` concurrency slots of a token for as long as the returned guard lives:
-    /// a session advisory lock `(token_id, k)` on a connection the guard holds.
+    /// a session advisory lock `(token_id, k)` held by the token's keeper.
     async fn take_slot_now(&self, token_id: i64, max: u32) -> StoreResult<Option<PgSlot>> {
         let key = slot_key(token_id)?;
         let max = i32::try_from(max).unwrap_or(i32::MAX);
         if max == 0 {
             return Ok(None);
         }
-        let mut conn = self.inner.locks.get().await?;
-        // Rows are pulled one by one and LIMIT stops at the first lock obtained: at most one.
+        let keeper = self.inner.keepers.of(key);
+        let session = keeper.session().await?;
+        let slots = session.token(key);
+        let mut handed = slots.lock().await;
         let found = async {
-            let st = conn
-                .prepared(
-                    "SELECT k FROM generate_series(0, $2 - 1) AS k
-                     WHERE pg_try_advisory_lock($1, k) LIMIT 1",
-                )
+            let row = session
+                .client()
+                .query_opt(&session.take, &[&key, &max, &*handed])
                 .await?;
-            Ok(conn.client().query_opt(&st, &[&key, &max]).await?)
+            row.map(|r| r.try_get::<_, i32>(0))
+                .transpose()
+                .map_err(StoreError::from)
         }
         .await;
         match found {
-            Ok(Some(row)) => match row.try_get::<_, i32>(0) {
-                Ok(k) => Ok(Some(PgSlot::new(conn, key, k))),
-                Err(e) => {
-                    conn.discard();
-                    Err(e.into())
-                }
-            },
+            Ok(Some(k)) => {
+                handed.push(k);
+                drop(handed);
+                Ok(Some(PgSlot::new(session, key, k)))
+            }
             Ok(None) => Ok(None),
             Err(e) => {
-                conn.discard();
+                session.undo(key, max, &handed).await;
+                drop(handed);
+                failed(keeper, &session, &e).await;
                 Err(e)
             }
         }
     }
 }
 
-/// Admission (slot, then use) and the window's first rows, in one statement. The first branch
-/// yields exactly one row with a NULL json (stored json is never NULL); the rows are read only
-/// when a slot was taken and a use counted (`counted` is not empty).
-const ADMIT_AND_FIRST_ROWS: &str = "
-WITH slot AS (
-    SELECT k FROM generate_series(0, $2 - 1) AS k
-     WHERE pg_try_advisory_lock($1, k) LIMIT 1
-), counted AS (
-    INSERT INTO token_usage(token_id, day, used) SELECT $3, $4, 1 FROM slot
-    ON CONFLICT (token_id, day) DO UPDATE SET used = token_usage.used + 1
-    WHERE token_usage.used < $5
-    RETURNING used
-)
-SELECT (SELECT k FROM slot), (SELECT used FROM counted), NULL::bytea
-UNION ALL
-(SELECT NULL, NULL, json FROM interactions
-  WHERE operation_id = $6 AND local_ts BETWEEN $7 AND $8 AND EXISTS (SELECT 1 FROM counted)
-  ORDER BY local_ts, seq
-  LIMIT $9)";
+/// After a failed admission statement: a session that answered "read-only" is retired, so the
+/// next admission opens one that sees the database writable again (no restart needed).
+async fn failed(keeper: &super::keeper::Keeper, session: &Arc<Session>, e: &StoreError) {
+    if matches!(e, StoreError::ReadOnly(_)) {
+        keeper.retire(session).await;
+    }
+}
 
 /// Runs `f` as a task of its own and waits for it: dropping the waiter does not cancel `f`.
 async fn detached<T: Send + 'static>(
@@ -228,12 +231,11 @@ enum Admission {
     },
 }
 
-/// A held concurrency slot: a pooled connection whose session owns one advisory lock. Dropping
-/// it unlocks (in a task) and returns the connection to the pool; if that fails the connection
-/// is closed, which frees the lock too.
+/// A held concurrency slot: one advisory lock in a keeper's session. Dropping it unlocks (in a
+/// task); if that fails the session is ended, which frees the lock too.
 pub(crate) struct PgSlot {
-    conn: Option<AsyncConn>,
-    /// The advisory lock `(token key, k)` this slot's session holds.
+    session: Option<Arc<Session>>,
+    /// The advisory lock `(token key, k)` the keeper's session holds.
     lock: (i32, i32),
 }
 
@@ -244,9 +246,9 @@ impl std::fmt::Debug for PgSlot {
 }
 
 impl PgSlot {
-    fn new(conn: AsyncConn, key: i32, k: i32) -> Self {
+    fn new(session: Arc<Session>, key: i32, k: i32) -> Self {
         Self {
-            conn: Some(conn),
+            session: Some(session),
             lock: (key, k),
         }
     }
@@ -254,38 +256,39 @@ impl PgSlot {
     /// Unlocks in a task; the handle completes once every replica sees the slot free. Needs a
     /// Tokio runtime.
     pub(crate) fn release(mut self) -> tokio::task::JoinHandle<()> {
-        let conn = self.conn.take();
-        tokio::spawn(unlock(conn, self.lock))
+        let session = self.session.take();
+        let (key, k) = self.lock;
+        tokio::spawn(async move {
+            if let Some(s) = session {
+                s.release(key, k).await;
+            }
+        })
     }
-}
 
-/// Frees the slot's lock with a prepared statement (no parsing per request) and returns the
-/// connection to the pool; on any surprise the connection is closed instead, which frees
-/// whatever its session holds.
-async fn unlock(conn: Option<AsyncConn>, (key, k): (i32, i32)) {
-    let Some(mut conn) = conn else { return };
-    let unlocked = async {
-        let st = conn.prepared("SELECT pg_advisory_unlock($1, $2)").await?;
-        let row = conn.client().query_one(&st, &[&key, &k]).await?;
-        StoreResult::Ok(row.try_get::<_, bool>(0)?)
+    /// Completes when the slot is lost: its keeper's session died, so PostgreSQL no longer
+    /// holds the lock and the holder must stop (fail closed).
+    pub(crate) fn lost(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        self.session.as_ref().map(|s| s.lost())
     }
-    .await;
-    if !matches!(unlocked, Ok(true)) {
-        conn.discard();
+
+    /// Whether the slot is lost already (see [`lost`](Self::lost)).
+    pub(crate) fn is_lost(&self) -> bool {
+        self.session.as_ref().is_none_or(|s| s.is_lost())
     }
 }
 
 impl Drop for PgSlot {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(session) = self.session.take() else {
             return;
         };
+        let (key, k) = self.lock;
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
-                h.spawn(unlock(Some(conn), self.lock));
+                h.spawn(session.release(key, k));
             }
-            // No runtime to unlock with: closing the session frees the lock.
-            Err(_) => conn.discard(),
+            // No runtime to unlock with: ending the session frees the lock.
+            Err(_) => session.kill(),
         }
     }
 }

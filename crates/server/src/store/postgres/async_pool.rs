@@ -1,5 +1,5 @@
 //! An async connection pool for the PostgreSQL hot path (tokio-postgres on the server's own
-//! runtime): concurrency slots, daily uses and reports.
+//! runtime): reports (the lock keepers, `keeper.rs`, hold their own sessions).
 //!
 //! The blocking `postgres` client (used for administration and ingestion) runs a private
 //! runtime per connection, so every query it makes on behalf of a request costs two thread

@@ -69,8 +69,17 @@ fn retryable(e: postgres::Error) -> StoreError {
     }
 }
 
-impl IngestSink for PgIngest {
-    fn insert(&mut self, r: &Interaction) -> StoreResult<InsertOutcome> {
+impl PgIngest {
+    /// A session that answered "read-only" keeps its setting for life: closed rather than
+    /// reused, so ingestion works again as soon as the database is writable.
+    fn checked<T>(&mut self, result: StoreResult<T>) -> StoreResult<T> {
+        if let Err(StoreError::ReadOnly(_)) = &result {
+            self.conn.discard();
+        }
+        result
+    }
+
+    fn insert_now(&mut self, r: &Interaction) -> StoreResult<InsertOutcome> {
         let len = i32::try_from(r.json.len())
             .map_err(|_| StoreError::Corrupt("record larger than 2 GiB".into()))?;
         let (op, conn_id) = (self.operation_id, r.conn_id.as_bytes());
@@ -97,9 +106,9 @@ impl IngestSink for PgIngest {
         })
     }
 
-    fn insert_batch(&mut self, records: &[Interaction]) -> StoreResult<Vec<InsertOutcome>> {
+    fn insert_batch_now(&mut self, records: &[Interaction]) -> StoreResult<Vec<InsertOutcome>> {
         if records.len() < 2 {
-            return records.iter().map(|r| self.insert(r)).collect();
+            return records.iter().map(|r| self.insert_now(r)).collect();
         }
         let op = self.operation_id;
         let conn_ids: Vec<&[u8]> = records.iter().map(|r| r.conn_id.as_bytes()).collect();
@@ -145,19 +154,33 @@ impl IngestSink for PgIngest {
                     Some(false) => InsertOutcome::Conflict,
                     // Committed by another transaction after this statement's snapshot was
                     // taken: read it with a fresh one.
-                    None => self.insert(r)?,
+                    None => self.insert_now(r)?,
                 }
             };
             out.push(outcome);
         }
         Ok(out)
     }
+}
+
+impl IngestSink for PgIngest {
+    fn insert(&mut self, r: &Interaction) -> StoreResult<InsertOutcome> {
+        let result = self.insert_now(r);
+        self.checked(result)
+    }
+
+    fn insert_batch(&mut self, records: &[Interaction]) -> StoreResult<Vec<InsertOutcome>> {
+        let result = self.insert_batch_now(records);
+        self.checked(result)
+    }
 
     fn commit(mut self: Box<Self>) -> StoreResult<()> {
-        self.conn
+        let committed = self
+            .conn
             .client()
             .batch_execute("COMMIT")
-            .map_err(retryable)?;
+            .map_err(retryable);
+        self.checked(committed)?;
         self.open = false;
         Ok(())
     }

@@ -10,10 +10,11 @@
 //!   bounded channel is full (memory does not grow with the answer). A poll-sized answer is
 //!   one statement (`report.rs`).
 //! - Limits hold across replicas (docs/adr/0003-limits-in-postgres.md): a concurrency slot is a
-//!   session advisory lock `(token_id, k)` on a connection held inside the slot guard (a killed
-//!   replica's session dies and frees it), and a daily use is one atomic upsert; a request's
-//!   admission is one statement (`admission.rs`).
-//! - The request hot path (slots, daily uses, reports) is async tokio-postgres on the server's
+//!   session advisory lock `(token_id, k)` held by one of the replica's lock keepers
+//!   (`keeper.rs`, docs/adr/0004-lock-keeper.md; a killed replica's sessions die and free
+//!   them), and a daily use is one atomic upsert; a request's admission is one statement on
+//!   the keeper (`admission.rs`). A request holds no connection while its peer is slow.
+//! - The request hot path (keepers, reports) is async tokio-postgres on the server's
 //!   runtime (`async_pool.rs`). Administration (`admin.rs`) and ingestion (`ingest.rs`) use
 //!   the blocking `postgres` client (`pool.rs`), which runs its own small runtime per
 //!   connection; it is only used on blocking threads, and such a connection is never dropped on
@@ -23,6 +24,7 @@ mod admin;
 mod admission;
 mod async_pool;
 mod ingest;
+mod keeper;
 mod migrations;
 mod pool;
 mod report;
@@ -32,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_pool::AsyncPool;
+use keeper::Keepers;
 use pool::{Conn, Pool};
 
 use super::{StoreError, StoreResult};
@@ -39,8 +42,10 @@ use super::{StoreError, StoreResult};
 pub(crate) use admission::PgSlot;
 pub use ingest::PgIngest;
 
-/// Default connections per pool (queries; slot locks have a pool of the same size).
+/// Default connections per pool (queries, reports).
 const DEFAULT_POOL_SIZE: usize = 16;
+/// Lock keeper sessions per replica (at most `pool_size`): a token's slots live in one of them.
+const KEEPERS: usize = 4;
 /// How long a caller waits for a free pooled connection before "busy, try again".
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -62,9 +67,12 @@ struct Inner {
     pool: Arc<Pool>,
     /// Reports, on the server's runtime (`async_pool.rs`).
     reports: Arc<AsyncPool>,
-    /// Connections held by concurrency slots (their sessions own the advisory locks). A separate
-    /// pool, so slot holders waiting for a query connection can never starve each other.
-    locks: Arc<AsyncPool>,
+    /// The sessions that own the concurrency slots' advisory locks (`keeper.rs`): a request
+    /// holds no connection while it waits on its peer.
+    keepers: Keepers,
+    /// Streamed answers in progress per operation: at most [`report_share`] of the report pool
+    /// each, so one operation's slow readers cannot hold every report connection.
+    streaming: report::Shares,
 }
 
 /// Splits voxtrail's own `pool_size=N` parameter off a URL; the rest goes to the driver.
@@ -124,18 +132,22 @@ impl PgStore {
             c
         };
         let report_config = with_options("-c plan_cache_mode=force_generic_plan");
-        // No parallel plans on lock connections: the admission row of ADMIT_AND_FIRST_ROWS
+        // No parallel plans on keeper connections: the admission row of ADMIT_AND_FIRST_ROWS
         // must come before the rows (a plain Append runs its branches in order).
-        let lock_config = with_options(
+        let mut lock_config = with_options(
             "-c plan_cache_mode=force_generic_plan -c synchronous_commit=off \
              -c max_parallel_workers_per_gather=0",
         );
+        // Keeper sessions are told apart in `pg_stat_activity` (docs/operations.md).
+        let app = async_config.get_application_name().unwrap_or("voxtrail");
+        lock_config.application_name(format!("{app}-locks"));
         let store = Self {
             inner: Arc::new(Inner {
                 display,
                 pool: Pool::new(config.clone(), size),
                 reports: AsyncPool::new(report_config, size, CHECKOUT_TIMEOUT),
-                locks: AsyncPool::new(lock_config, size, CHECKOUT_TIMEOUT),
+                keepers: Keepers::new(lock_config, KEEPERS.min(size)),
+                streaming: report::Shares::new(report_share(size)),
             }),
         };
         store.migrate()?;
@@ -162,6 +174,12 @@ impl PgStore {
         };
         once().or_else(|_| once())
     }
+}
+
+/// Report connections one operation may hold at once for streamed answers: three quarters of
+/// the pool (all of a pool of one), so other operations always find one.
+fn report_share(size: usize) -> usize {
+    (size - size / 4).max(1)
 }
 
 fn describe(config: &postgres::Config) -> String {

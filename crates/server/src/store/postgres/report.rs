@@ -1,6 +1,9 @@
 //! PostgreSQL reports: a poll-sized answer from one statement, a larger one streamed from one
 //! `REPEATABLE READ` snapshot on an async report connection.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio_postgres::IsolationLevel;
@@ -28,6 +31,18 @@ impl PgStore {
         let (ready_tx, ready_rx) = oneshot::channel();
         let store = self.clone();
         tokio::spawn(async move {
+            // A streamed answer takes its operation's share first: over it, "busy" at once
+            // rather than a wait that other operations would share.
+            let share = match try_small {
+                true => None,
+                false => match store.inner.streaming.take(q.operation_id) {
+                    Some(s) => Some(s),
+                    None => {
+                        let _ = ready_tx.send(Err(StoreError::Busy.into()));
+                        return;
+                    }
+                },
+            };
             let mut conn = match store.inner.reports.get().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -35,12 +50,61 @@ impl PgStore {
                     return;
                 }
             };
-            if let Err(e) = produce_report(&mut conn, q, ready_tx, try_small).await {
+            let streaming = &store.inner.streaming;
+            if let Err(e) = produce_report(&mut conn, q, ready_tx, streaming, share).await {
                 conn.discard();
                 tracing::warn!(error = %e, "report stream ended early");
             }
         });
         ready_rx
+    }
+}
+
+/// Streamed answers in progress per operation, each holding a report connection while its
+/// client reads: at most `cap` per operation.
+pub(super) struct Shares {
+    cap: usize,
+    held: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+/// One streamed answer's place in its operation's share; freed when dropped.
+pub(super) struct Share {
+    operation: i64,
+    held: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+impl Shares {
+    pub(super) fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            held: Arc::default(),
+        }
+    }
+
+    /// A place for one more streamed answer of `operation`, or `None` at its share.
+    pub(super) fn take(&self, operation: i64) -> Option<Share> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(operation).or_default();
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Share {
+            operation,
+            held: self.held.clone(),
+        })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.operation) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.operation);
+            }
+        }
     }
 }
 
@@ -155,10 +219,11 @@ async fn produce_report(
     conn: &mut AsyncConn,
     q: ReportQuery,
     ready: oneshot::Sender<Result<ReportStream, ReportRefusal>>,
-    try_small: bool,
+    shares: &Shares,
+    share: Option<Share>,
 ) -> StoreResult<()> {
     let mut ready = Some(ready);
-    if try_small {
+    if share.is_none() {
         match small_report(conn, &q, &mut ready).await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
@@ -171,6 +236,13 @@ async fn produce_report(
         }
     }
     let ready = ready.expect("not sent when the answer is not small");
+    let _share = match share.or_else(|| shares.take(q.operation_id)) {
+        Some(s) => s,
+        None => {
+            let _ = ready.send(Err(StoreError::Busy.into()));
+            return Ok(());
+        }
+    };
     let count_st = conn
         .prepared(
             "SELECT COUNT(*), COALESCE(SUM(json_len), 0)::BIGINT FROM interactions
@@ -232,4 +304,27 @@ async fn produce_report(
     tx.rollback().await?; // read only: as good as a commit
     body.finish_async().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_gets_its_share_and_others_theirs() {
+        let shares = Shares::new(2);
+        let a1 = shares.take(1).expect("first of 1");
+        let a2 = shares.take(1).expect("second of 1");
+        assert!(shares.take(1).is_none(), "1 is at its share");
+        let b = shares.take(2).expect("2 has its own share");
+        drop(a1);
+        let a3 = shares.take(1).expect("a freed place is taken again");
+        drop((a2, a3, b));
+        assert!(
+            shares.held.lock().unwrap().is_empty(),
+            "nothing is left behind"
+        );
+        // A share of zero still lets one answer through per operation.
+        assert!(Shares::new(0).take(7).is_some());
+    }
 }
