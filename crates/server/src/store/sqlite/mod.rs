@@ -6,12 +6,14 @@
 //! scan, and serving it is copying bytes. See docs/adr/0001-stored-json.md.
 //!
 //! Here: opening, connections and migrations. Beside it: `admin.rs` (operations, tokens,
-//! switches, usage), `ingest.rs`, `report.rs` (the report producer) and `limits.rs` (this
-//! process's concurrency slots and daily counts).
+//! switches, usage), `ingest.rs`, `report.rs` (the report producer), `readers.rs` (the small
+//! pool of reader threads reports run on) and `limits.rs` (this process's concurrency slots
+//! and daily counts).
 
 mod admin;
 mod ingest;
 mod limits;
+mod readers;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -88,6 +90,10 @@ struct Inner {
     idle_readers: Mutex<Vec<Connection>>,
     /// Concurrency slots and daily counts, held in this process.
     limits: Limits,
+    /// The report reader threads (`readers.rs`).
+    readers: readers::ReaderPool,
+    /// Permits for large answers' snapshots kept open between chunks (`report.rs`).
+    snapshots: Arc<tokio::sync::Semaphore>,
 }
 
 fn now_utc() -> String {
@@ -142,6 +148,8 @@ impl SqliteStore {
                 writer: Mutex::new(conn),
                 idle_readers: Mutex::new(Vec::new()),
                 limits: Limits::default(),
+                readers: readers::ReaderPool::start()?,
+                snapshots: Arc::new(tokio::sync::Semaphore::new(report::MAX_OPEN_SNAPSHOTS)),
             }),
         })
     }

@@ -1,11 +1,40 @@
-//! SQLite reports: count, size and rows read in one read transaction on a blocking thread.
+//! SQLite reports: count, size and rows read in one read transaction (one snapshot), on the
+//! store's small pool of reader threads (`readers.rs`).
+//!
+//! An answer is driven by an async task that holds no thread: it asks the pool to count and
+//! size the window and fill the first chunks, then, each time the body's channel has room
+//! again, to fill more. Between those jobs an answer larger than a few chunks keeps its read
+//! transaction open on its connection (a parked [`Snapshot`]), so count, size and rows stay
+//! one snapshot while its client reads at any pace. Each job resumes after the last row sent
+//! (`(local_ts, seq)`, the index's order) inside that same transaction.
+//!
+//! Parked snapshots are bounded ([`MAX_OPEN_SNAPSHOTS`]): past the bound a large answer waits
+//! (within the consumption timeout) for one to end; answers that fit in the channel at once
+//! (every poll) never wait and never park. An open read transaction does not block the writer
+//! in WAL mode, but a checkpoint cannot recycle the WAL past the oldest open snapshot: while a
+//! slow client holds one, the `-wal` file grows by what is ingested meanwhile and is reset
+//! after the snapshot ends.
 
-use rusqlite::{Connection, params};
-use tokio::sync::oneshot;
+use bytes::Bytes;
+use rusqlite::params;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use super::SqliteStore;
-use crate::store::body::{BodyWriter, Ready};
-use crate::store::{ReportQuery, ReportRefusal, ReportStream, StoreError, StoreResult};
+use super::{Reader, SqliteStore};
+use crate::store::body::{self, CHUNK_BYTES, CHUNKS_IN_FLIGHT, Chunker, Ready};
+use crate::store::{ReportHead, ReportQuery, ReportRefusal, ReportStream, StoreError, StoreResult};
+
+/// Large answers whose read transaction may stay open between chunks at once; past it a large
+/// answer waits for one to end. Each costs one read connection (two file descriptors) and
+/// keeps the WAL from being recycled past it.
+pub(super) const MAX_OPEN_SNAPSHOTS: usize = 64;
+/// Chunks one job fills (while the channel has room) before it yields its thread to the next
+/// job in the queue.
+const CHUNKS_PER_TURN: usize = 8;
+/// Answers up to this size are produced whole by their first job (their chunks all fit in the
+/// empty channel), so they never park a snapshot nor wait for one.
+const WHOLE_AT_ONCE: u64 = (CHUNK_BYTES * (CHUNKS_IN_FLIGHT - 1)) as u64;
+
+type ChunkSender = mpsc::Sender<StoreResult<Bytes>>;
 
 impl SqliteStore {
     pub fn start_report(
@@ -13,71 +42,259 @@ impl SqliteStore {
         q: ReportQuery,
     ) -> oneshot::Receiver<Result<ReportStream, ReportRefusal>> {
         let (ready_tx, ready_rx) = oneshot::channel();
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let reader = match store.reader() {
-                Ok(r) => r,
+        tokio::spawn(self.clone().produce(q, ready_tx));
+        ready_rx
+    }
+
+    /// Drives one answer: its head (or refusal) on `ready`, then its chunks.
+    async fn produce(self, q: ReportQuery, mut ready: Ready) {
+        let (first_tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let mut unused_tx = Some(first_tx);
+        let mut permit = None;
+        let (head, mut snapshot, mut tx, mut turn) = loop {
+            let store = self.clone();
+            let sem = self.inner.snapshots.clone();
+            let Some(tx) = unused_tx.take() else { return };
+            let opened = self
+                .inner
+                .readers
+                .run(move || open_answer(&store, q, permit, &sem, tx))
+                .await
+                .and_then(|r| r);
+            match opened {
                 Err(e) => {
-                    let _ = ready_tx.send(Err(e.into()));
+                    let _ = ready.send(Err(e.into()));
                     return;
                 }
-            };
-            if let Err(e) = produce_report(&reader, q, ready_tx) {
-                tracing::warn!(error = %e, "report stream ended early");
+                Ok(Opened::Refused(r)) => {
+                    let _ = ready.send(Err(r));
+                    return;
+                }
+                Ok(Opened::Ready {
+                    head,
+                    snapshot,
+                    tx,
+                    turn,
+                }) => break (head, snapshot, tx, turn),
+                Ok(Opened::WaitForSnapshot(tx)) => {
+                    unused_tx = Some(tx);
+                    // Every snapshot is taken: wait for one, unless nobody waits any more.
+                    let sem = self.inner.snapshots.clone();
+                    permit = tokio::select! {
+                        p = sem.acquire_owned() => match p {
+                            Ok(p) => Some(p),
+                            Err(_) => return,
+                        },
+                        () = ready.closed() => return,
+                    };
+                }
             }
-        });
-        ready_rx
+        };
+        if ready.send(Ok(ReportStream { head, chunks: rx })).is_err() {
+            return; // nobody waits any more; the snapshot ends as it drops
+        }
+        loop {
+            match turn {
+                Turn::Done | Turn::Gone => return,
+                Turn::Full => {
+                    // Wait for the client to take a chunk; the room is ours (one producer).
+                    if tx.reserve().await.is_err() {
+                        return;
+                    }
+                }
+                Turn::Yield => {}
+            }
+            let Some(mut snap) = snapshot.take() else {
+                return;
+            };
+            let ran = self
+                .inner
+                .readers
+                .run(move || {
+                    let turn = fill(&mut snap, &tx);
+                    (snap, tx, turn)
+                })
+                .await;
+            match ran {
+                Ok((snap, sender, t)) => {
+                    snapshot = Some(snap);
+                    tx = sender;
+                    turn = t;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "report stream ended early");
+                    return;
+                }
+            }
+        }
     }
 }
 
-/// Reads count and size, then the rows, all inside one read transaction (one snapshot), so
-/// `msg` always equals the rows sent even while ingestion commits meanwhile.
-fn produce_report(conn: &Connection, q: ReportQuery, ready: Ready) -> StoreResult<()> {
-    conn.execute_batch("BEGIN")?;
-    let result = produce_in_tx(conn, q, ready);
-    // Ends the snapshot whatever happened; a read transaction has nothing to lose.
-    let _ = conn.execute_batch("COMMIT");
-    result
+/// What the first job of an answer found.
+enum Opened {
+    Refused(ReportRefusal),
+    /// The answer is large and every snapshot is taken; nothing is held but the channel's
+    /// sender, handed back for the next attempt.
+    WaitForSnapshot(ChunkSender),
+    Ready {
+        head: ReportHead,
+        /// `None` when the answer was finished (or abandoned) by the first job.
+        snapshot: Option<Snapshot>,
+        tx: ChunkSender,
+        turn: Turn,
+    },
 }
 
-fn produce_in_tx(conn: &Connection, q: ReportQuery, ready: Ready) -> StoreResult<()> {
-    let (ini, end) = (q.window.ini().as_i64(), q.window.end().as_i64());
-    let counted = conn
+/// How a job's turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// The last chunk (or an error that cuts the answer) was sent.
+    Done,
+    /// The client has gone.
+    Gone,
+    /// The channel is full: wait for room.
+    Full,
+    /// The turn's chunks were sent and there is room: queue again behind other jobs.
+    Yield,
+}
+
+/// An answer between jobs: a read connection inside the answer's read transaction, where the
+/// next chunk starts, and (for a large answer) the bound's permit. Dropping it ends the read
+/// transaction and returns the connection to the pool.
+struct Snapshot {
+    reader: Reader,
+    q: ReportQuery,
+    /// `(local_ts, seq)` of the last row sent; rows after it come next.
+    after: (i64, i64),
+    chunker: Option<Chunker>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if !self.reader.is_autocommit() {
+            // Ends the snapshot; a read transaction has nothing to lose.
+            let _ = self.reader.execute_batch("COMMIT");
+        }
+    }
+}
+
+/// The first job: count and size the window in a new read transaction, apply the limits, and
+/// fill the first chunks. A large answer takes a snapshot permit (`permit`, or a free one) or
+/// gives everything back and asks to wait for one.
+fn open_answer(
+    store: &SqliteStore,
+    q: ReportQuery,
+    permit: Option<OwnedSemaphorePermit>,
+    sem: &std::sync::Arc<tokio::sync::Semaphore>,
+    tx: ChunkSender,
+) -> StoreResult<Opened> {
+    let reader = store.reader()?;
+    reader.execute_batch("BEGIN")?;
+    let mut snap = Snapshot {
+        reader,
+        q,
+        after: (q.window.ini().as_i64(), i64::MIN),
+        chunker: None,
+        _permit: None,
+    };
+    let (rows, json_bytes) = snap
+        .reader
         .prepare_cached(
             "SELECT COUNT(*), COALESCE(SUM(json_len), 0) FROM interactions
              WHERE operation_id = ?1 AND local_ts BETWEEN ?2 AND ?3",
         )
         .and_then(|mut st| {
-            st.query_row(params![q.operation_id, ini, end], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })
-        });
-    let (rows, json_bytes) = match counted {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = ready.send(Err(StoreError::from_sqlite(e).into()));
-            return Ok(());
-        }
+            st.query_row(
+                params![
+                    q.operation_id,
+                    q.window.ini().as_i64(),
+                    q.window.end().as_i64()
+                ],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+        })
+        .map_err(StoreError::from_sqlite)?;
+    let head = match body::decide(&q, rows, json_bytes) {
+        Ok(h) => h,
+        Err(r) => return Ok(Opened::Refused(r)),
     };
-    let Some(mut body) = BodyWriter::start(ready, &q, rows, json_bytes) else {
-        return Ok(());
-    };
-    let mut st = conn.prepare_cached(
-        "SELECT json FROM interactions
-         WHERE operation_id = ?1 AND local_ts BETWEEN ?2 AND ?3
-         ORDER BY local_ts, seq",
-    )?;
-    let mut cursor = st.query(params![q.operation_id, ini, end])?;
-    while body.wants_more() {
-        let Some(row) = cursor.next()? else { break };
-        let json = row
-            .get_ref(0)?
-            .as_bytes()
-            .map_err(|e| StoreError::Corrupt(format!("stored row: {e}")))?;
-        if !body.push(json) {
-            return Ok(()); // client gone
+    if head.body_len > WHOLE_AT_ONCE {
+        match permit.or_else(|| sem.clone().try_acquire_owned().ok()) {
+            Some(p) => snap._permit = Some(p),
+            None => return Ok(Opened::WaitForSnapshot(tx)),
         }
     }
-    body.finish();
-    Ok(())
+    snap.chunker = Some(Chunker::new(head));
+    let turn = fill(&mut snap, &tx);
+    let snapshot = matches!(turn, Turn::Full | Turn::Yield).then_some(snap);
+    Ok(Opened::Ready {
+        head,
+        snapshot,
+        tx,
+        turn,
+    })
+}
+
+/// One turn: fills and sends chunks while the channel has room, at most [`CHUNKS_PER_TURN`].
+fn fill(snap: &mut Snapshot, tx: &ChunkSender) -> Turn {
+    for _ in 0..CHUNKS_PER_TURN {
+        let room = match tx.try_reserve() {
+            Ok(r) => r,
+            Err(mpsc::error::TrySendError::Full(())) => return Turn::Full,
+            Err(mpsc::error::TrySendError::Closed(())) => return Turn::Gone,
+        };
+        match next_chunk(snap) {
+            Ok(Some(chunk)) => room.send(Ok(chunk)),
+            Ok(None) => {
+                let last = snap.chunker.take().map_or_else(
+                    || Err(StoreError::Corrupt("answer already ended".into())),
+                    Chunker::last,
+                );
+                room.send(last);
+                return Turn::Done;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "report stream ended early");
+                room.send(Err(e));
+                return Turn::Done;
+            }
+        }
+    }
+    Turn::Yield
+}
+
+/// Reads rows after the last one sent until a chunk is full (`Some`), or until the counted rows
+/// or the window's rows run out (`None`: the tail comes next).
+fn next_chunk(snap: &mut Snapshot) -> StoreResult<Option<Bytes>> {
+    let Some(chunker) = snap.chunker.as_mut() else {
+        return Ok(None);
+    };
+    if !chunker.wants_more() {
+        return Ok(None);
+    }
+    let q = snap.q;
+    let mut st = snap.reader.prepare_cached(
+        "SELECT local_ts, seq, json FROM interactions
+         WHERE operation_id = ?1 AND (local_ts, seq) > (?2, ?3) AND local_ts <= ?4
+         ORDER BY local_ts, seq",
+    )?;
+    let mut cursor = st.query(params![
+        q.operation_id,
+        snap.after.0,
+        snap.after.1,
+        q.window.end().as_i64()
+    ])?;
+    while chunker.wants_more() {
+        let Some(row) = cursor.next()? else { break };
+        snap.after = (row.get(0)?, row.get(1)?);
+        let json = row
+            .get_ref(2)?
+            .as_bytes()
+            .map_err(|e| StoreError::Corrupt(format!("stored row: {e}")))?;
+        if let Some(chunk) = chunker.append(json) {
+            return Ok(Some(chunk));
+        }
+    }
+    Ok(None)
 }
