@@ -17,13 +17,14 @@ use crate::store::{StoreError, StoreResult};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// Threads of the pool: enough to keep both reading and a few waiting polls moving on a
-/// small machine; reading is CPU work on pages the operating system already caches.
+/// Threads of the pool: four per core (4–16), so a few long turns never hold every thread
+/// and the server keeps its share of a busy machine's cores; reading is CPU work on pages the
+/// operating system already caches.
 fn pool_size() -> usize {
     std::thread::available_parallelism()
-        .map(|n| n.get() * 2)
-        .unwrap_or(4)
-        .clamp(2, 8)
+        .map(|n| n.get() * 4)
+        .unwrap_or(8)
+        .clamp(4, 16)
 }
 
 #[derive(Default)]
