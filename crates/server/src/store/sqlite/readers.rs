@@ -4,9 +4,9 @@
 //! them: a slow client costs a parked snapshot (a read connection inside its read
 //! transaction), not a thread. Jobs run first in, first out, and a job fills a bounded number
 //! of chunks before it goes back to the end of the queue, so a poll waits behind at most a few
-//! short jobs whatever large answers are streaming. Token lookups, admissions and other short
-//! store calls do not run here (they use the runtime's blocking threads, which reports no
-//! longer occupy).
+//! short jobs whatever large answers are streaming. Token lookups and the first-of-day usage
+//! read run here too (`SqliteStore::quick`), so they never queue behind long calls
+//! (ingestion) on the runtime's blocking threads.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};

@@ -139,7 +139,7 @@ enum Opened {
     Ready {
         head: ReportHead,
         /// `None` when the answer was finished (or abandoned) by the first job.
-        snapshot: Option<Snapshot>,
+        snapshot: Option<Box<Snapshot>>,
         tx: ChunkSender,
         turn: Turn,
     },
@@ -227,7 +227,7 @@ fn open_answer(
     }
     snap.chunker = Some(Chunker::new(head));
     let turn = fill(&mut snap, &tx);
-    let snapshot = matches!(turn, Turn::Full | Turn::Yield).then_some(snap);
+    let snapshot = matches!(turn, Turn::Full | Turn::Yield).then(|| Box::new(snap));
     Ok(Opened::Ready {
         head,
         snapshot,
