@@ -200,6 +200,7 @@ pub async fn report(
         remaining: stream.head.body_len,
         releasing: None,
         _compressing: compressing.permit,
+        handed_on: false,
     });
     let mut resp = Response::new(body);
     if compressing.refused {
@@ -334,6 +335,11 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// ready the slot is released first (and, on PostgreSQL, the unlock awaited), then the chunk
 /// is handed on: a client that sends its next request on receiving the last byte never finds
 /// its own previous slot still held.
+///
+/// A chunk is handed on per turn of the connection's task: after each chunk that is not the
+/// last, the body yields to the runtime once, so a fast client of a large answer — and its
+/// compression, done as the chunks pass — cannot keep a runtime thread from other requests for
+/// more than a chunk's work.
 struct SlotBody {
     chunks: mpsc::Receiver<StoreResult<Bytes>>,
     slot: Option<SlotGuard>,
@@ -343,12 +349,19 @@ struct SlotBody {
     releasing: Option<(tokio::task::JoinHandle<()>, Bytes)>,
     /// A large answer's turn to be compressed, held until the body ends or is dropped.
     _compressing: Option<tokio::sync::SemaphorePermit<'static>>,
+    /// A chunk was handed on in this turn: yield before the next.
+    handed_on: bool,
 }
 
 impl Stream for SlotBody {
     type Item = StoreResult<Bytes>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if std::mem::take(&mut this.handed_on) {
+            // Waking itself puts the task at the back of the runtime's queue.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         if let Some((release, _)) = this.releasing.as_mut() {
             // A failed unlock task still freed the slot (its connection is closed).
             let _ = std::task::ready!(Pin::new(release).poll(cx));
@@ -367,6 +380,7 @@ impl Stream for SlotBody {
                 this.releasing = Some((handle, chunk));
                 return self.poll_next(cx);
             }
+            this.handed_on = this.remaining > 0;
         }
         Poll::Ready(item)
     }
