@@ -298,3 +298,106 @@ fn next_chunk(snap: &mut Snapshot) -> StoreResult<Option<Bytes>> {
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Interaction, OperationName, OperationTz, WallClock, Window};
+    use crate::store::Durability;
+    use crate::store::IngestSink as _;
+
+    /// A store with one operation holding `rows` rows of ~2 KB on one day.
+    fn store_with_rows(dir: &std::path::Path, rows: usize) -> (SqliteStore, i64) {
+        let store = SqliteStore::open(&dir.join("r.db")).unwrap();
+        let op = store
+            .create_operation(
+                &OperationName::parse("acme").unwrap(),
+                OperationTz::parse("UTC").unwrap(),
+                1,
+            )
+            .unwrap();
+        let body = "x".repeat(2_000);
+        let mut sink = store.begin_ingest(op.id, Durability::Deferred).unwrap();
+        for i in 0..rows {
+            let date = WallClock::from_i64(20_261_001_000_000 + (i as i64 % 60)).unwrap();
+            let json = format!(r#"{{"conn_id":"c{i}","body":"{body}","date":"{date}"}}"#);
+            sink.insert(&Interaction {
+                conn_id: format!("c{i}"),
+                date,
+                json: json.into_bytes(),
+            })
+            .unwrap();
+        }
+        Box::new(sink).commit().unwrap();
+        (store, op.id)
+    }
+
+    fn day(op: i64) -> ReportQuery {
+        ReportQuery {
+            operation_id: op,
+            window: Window::parse("20261001000000", "20261001235959", 31).unwrap(),
+            max_records: 1_000_000,
+            max_bytes: u64::MAX,
+        }
+    }
+
+    async fn read_all(mut s: ReportStream) -> Vec<u8> {
+        let mut body = Vec::new();
+        while let Some(c) = s.chunks.recv().await {
+            body.extend_from_slice(&c.unwrap());
+        }
+        body
+    }
+
+    /// Past the bound a large answer waits for a snapshot, then is served whole from its own
+    /// snapshot; a small one never waits; a waiting answer nobody waits for any more gives up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_answers_past_the_snapshot_bound_wait_and_polls_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, op) = store_with_rows(dir.path(), 400); // ~800 KB: parks between chunks
+        let mut held = Vec::new();
+        for _ in 0..MAX_OPEN_SNAPSHOTS {
+            let s = store.start_report(day(op)).await.unwrap().unwrap();
+            assert_eq!(s.head.rows, 400);
+            held.push(s);
+        }
+        assert_eq!(store.inner.snapshots.available_permits(), 0);
+        // The next large answer waits; a small one (a few rows) is answered meanwhile.
+        let mut waiting = store.start_report(day(op));
+        let mut small_q = day(op);
+        small_q.window = Window::parse("20261001000000", "20261001000001", 31).unwrap();
+        let small = store.start_report(small_q).await.unwrap().unwrap();
+        let rows = small.head.rows;
+        assert!(rows > 0 && rows < 400);
+        let v: serde_json::Value = serde_json::from_slice(&read_all(small).await).unwrap();
+        assert_eq!(v["data"].as_array().unwrap().len() as u64, rows);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(200), &mut waiting)
+                .await
+                .is_err(),
+            "a large answer past the bound waits"
+        );
+        // Another waiting one whose requester leaves gives up without taking a snapshot.
+        drop(store.start_report(day(op)));
+        // One held answer read to the end frees its snapshot: the waiting one is served whole.
+        let first = held.pop().unwrap();
+        let len = first.head.body_len;
+        assert_eq!(read_all(first).await.len() as u64, len);
+        let s = waiting.await.unwrap().unwrap();
+        let len = s.head.body_len;
+        let body = read_all(s).await;
+        assert_eq!(body.len() as u64, len);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["data"].as_array().unwrap().len(), 400);
+        // Dropping the held streams ends their snapshots: every permit comes back.
+        drop(held);
+        let back = async {
+            while store.inner.snapshots.available_permits() < MAX_OPEN_SNAPSHOTS {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), back)
+            .await
+            .expect("every snapshot ends once its body is dropped");
+    }
+}
