@@ -68,7 +68,7 @@ impl Auth {
         let token = match cached {
             Some(t) => t,
             None => {
-                let found = store.blocking(move |s| s.token_by_hash(&hash)).await?;
+                let found = store.read_quick(move |s| s.token_by_hash(&hash)).await?;
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= MAX_ENTRIES {
                     cache.clear();

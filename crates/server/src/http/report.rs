@@ -192,14 +192,21 @@ pub async fn report(
         resp.extensions_mut().insert(fields);
         return Ok(resp);
     }
+    // Compression of a large answer is bounded; past the bound it goes out uncompressed.
+    let compressing = compression_turn(&headers, stream.head.body_len);
     let body = Body::from_stream(SlotBody {
         chunks: stream.chunks,
         lost: slot.lost(),
         slot: Some(slot),
         remaining: stream.head.body_len,
         releasing: None,
+        _compressing: compressing.permit,
+        handed_on: false,
     });
     let mut resp = Response::new(body);
+    if compressing.refused {
+        resp.extensions_mut().insert(Uncompressed);
+    }
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -245,12 +252,96 @@ async fn wait_for_head(
     }
 }
 
+/// Answers larger than this count against [`compressed_streams`] when compressed; smaller
+/// ones are always compressed when the client asks.
+const LARGE_COMPRESSED: u64 = 1024 * 1024;
+
+/// Large answers compressed at once in this process: half the cores (at least one), so
+/// compressing big answers — CPU work on the runtime's threads — always leaves cores for other
+/// tokens' requests. A large answer past the bound goes out uncompressed (`Accept-Encoding` is
+/// only a preference; docs/api.md, "Common to every answer").
+fn compressed_streams() -> &'static tokio::sync::Semaphore {
+    static SEM: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SEM.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new((cores / 2).max(1))
+    })
+}
+
+/// A response extension: do not compress this answer (read by the router's compression
+/// predicate, [`compression_allowed`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Uncompressed;
+
+/// The compression predicate's part that honours [`Uncompressed`].
+pub(super) fn compression_allowed(
+    _: axum::http::StatusCode,
+    _: axum::http::Version,
+    _: &HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> bool {
+    extensions.get::<Uncompressed>().is_none()
+}
+
+/// Whether a large answer may be compressed: the permit it holds while it streams, or refused.
+struct CompressionTurn {
+    permit: Option<tokio::sync::SemaphorePermit<'static>>,
+    refused: bool,
+}
+
+fn compression_turn(headers: &HeaderMap, body_len: u64) -> CompressionTurn {
+    if body_len <= LARGE_COMPRESSED || !accepts_gzip(headers) {
+        return CompressionTurn {
+            permit: None,
+            refused: false,
+        };
+    }
+    match compressed_streams().try_acquire() {
+        Ok(p) => CompressionTurn {
+            permit: Some(p),
+            refused: false,
+        },
+        Err(_) => CompressionTurn {
+            permit: None,
+            refused: true,
+        },
+    }
+}
+
+/// Whether `Accept-Encoding` accepts gzip (`gzip`, `x-gzip` or `*`, with a non-zero `q`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let wanted = ["gzip", "x-gzip", "*"]
+                .iter()
+                .any(|c| coding.eq_ignore_ascii_case(c));
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.len() >= 2
+                    && p[..2].eq_ignore_ascii_case("q=")
+                    && p[2..].trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            });
+            wanted && !refused
+        })
+}
+
 /// The report body: chunks from the producer, with the concurrency slot held until the stream
 /// ends or is dropped (client gone) — not when the handler returns. When the last chunk is
 /// ready the slot is released first (and, on PostgreSQL, the unlock awaited), then the chunk
 /// is handed on: a client that sends its next request on receiving the last byte never finds
 /// its own previous slot still held. A slot lost while the answer is sent (PostgreSQL: its lock
 /// keeper's session ended) cuts the body: the limit no longer covers it.
+///
+/// A chunk is handed on per turn of the connection's task: after each chunk that is not the
+/// last, the body yields to the runtime once, so a fast client of a large answer — and its
+/// compression, done as the chunks pass — cannot keep a runtime thread from other requests for
+/// more than a chunk's work.
 struct SlotBody {
     chunks: mpsc::Receiver<StoreResult<Bytes>>,
     /// Completes if the slot is lost before the body ends.
@@ -260,12 +351,21 @@ struct SlotBody {
     remaining: u64,
     /// The last chunk, waiting for the slot's release to complete.
     releasing: Option<(tokio::task::JoinHandle<()>, Bytes)>,
+    /// A large answer's turn to be compressed, held until the body ends or is dropped.
+    _compressing: Option<tokio::sync::SemaphorePermit<'static>>,
+    /// A chunk was handed on in this turn: yield before the next.
+    handed_on: bool,
 }
 
 impl Stream for SlotBody {
     type Item = StoreResult<Bytes>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if std::mem::take(&mut this.handed_on) {
+            // Waking itself puts the task at the back of the runtime's queue.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         if let Some((release, _)) = this.releasing.as_mut() {
             // A failed unlock task still freed the slot (its connection is closed).
             let _ = std::task::ready!(Pin::new(release).poll(cx));
@@ -293,6 +393,7 @@ impl Stream for SlotBody {
                 this.releasing = Some((handle, chunk));
                 return self.poll_next(cx);
             }
+            this.handed_on = this.remaining > 0;
         }
         Poll::Ready(item)
     }
@@ -360,6 +461,32 @@ mod tests {
         let p = ReportParams::parse(Some("api=chat_12&date_ini=%ZZ%C3%28&date_end=%"));
         assert_eq!(p.date_ini.as_deref(), Some("%ZZ\u{fffd}("));
         assert_eq!(p.date_end.as_deref(), Some("%"));
+    }
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn gzip_acceptance_reads_codings_and_q_values() {
+        assert!(accepts_gzip(&accept("gzip")));
+        assert!(accepts_gzip(&accept("br, GZIP;q=0.5")));
+        assert!(accepts_gzip(&accept("*")));
+        assert!(!accepts_gzip(&accept("gzip;q=0")));
+        assert!(!accepts_gzip(&accept("gzip; q=0.000, br")));
+        assert!(!accepts_gzip(&accept("identity")));
+        assert!(!accepts_gzip(&accept("gzipx, ;;;, q=1")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn small_answers_never_take_a_compression_turn() {
+        let t = compression_turn(&accept("gzip"), LARGE_COMPRESSED);
+        assert!(t.permit.is_none() && !t.refused);
+        let t = compression_turn(&accept("identity"), LARGE_COMPRESSED * 10);
+        assert!(t.permit.is_none() && !t.refused);
     }
 
     proptest! {

@@ -2,7 +2,10 @@
 //! before the first byte, then the stored row objects joined by commas between the envelope's
 //! head and tail, sent in chunks through a small bounded channel.
 //!
-//! A backend only counts, sums and reads rows (in one snapshot); this module owns the bytes.
+//! A backend only counts, sums and reads rows (in one snapshot); this module owns the bytes:
+//! [`decide`] applies the limits, [`Chunker`] cuts the body into chunks, and [`BodyWriter`]
+//! sends them from a reader that owns its thread or task (PostgreSQL). SQLite drives a
+//! [`Chunker`] itself from a shared pool of reader threads (`sqlite/report.rs`).
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -11,57 +14,61 @@ use super::{ReportHead, ReportQuery, ReportRefusal, ReportStream, StoreError, St
 
 /// Bytes per chunk sent to the HTTP body: large enough to amortise channel and syscall costs,
 /// small enough that a few in flight keep memory flat.
-const CHUNK_BYTES: usize = 128 * 1024;
-/// Chunks buffered between the reading thread and the socket.
-const CHUNKS_IN_FLIGHT: usize = 4;
+pub(crate) const CHUNK_BYTES: usize = 128 * 1024;
+/// Chunks buffered between the reader and the socket.
+pub(crate) const CHUNKS_IN_FLIGHT: usize = 4;
+/// Room kept in a chunk's buffer for the row that crosses the chunk's end.
+const CHUNK_SLACK: usize = 64 * 1024;
 
 /// Where a report's head (or refusal) is sent once count and size are known.
 pub(crate) type Ready = oneshot::Sender<Result<ReportStream, ReportRefusal>>;
 
-/// Writes one report body from rows read on a blocking thread or an async task.
-pub(crate) struct BodyWriter {
-    buf: Vec<u8>,
-    tx: mpsc::Sender<StoreResult<Bytes>>,
+/// Applies the record and size limits to a counted window: the answer's head, or why it is
+/// refused.
+pub(crate) fn decide(
+    q: &ReportQuery,
     rows: u64,
-    sent: u64,
+    json_bytes: u64,
+) -> Result<ReportHead, ReportRefusal> {
+    if rows > q.max_records {
+        return Err(ReportRefusal::TooManyRecords(rows));
+    }
+    let body_len = voxtrail_wire::report_head(rows).len() as u64
+        + json_bytes
+        + rows.saturating_sub(1)
+        + voxtrail_wire::REPORT_TAIL.len() as u64;
+    if body_len > q.max_bytes {
+        return Err(ReportRefusal::TooLarge);
+    }
+    Ok(ReportHead { rows, body_len })
 }
 
-impl BodyWriter {
-    /// Applies the record and size limits to the counted window, then answers `ready` with the
-    /// stream or the refusal. `None` when refused, or when nobody waits any more (the request
-    /// timed out or the client left): the caller then stops reading.
-    pub(crate) fn start(ready: Ready, q: &ReportQuery, rows: u64, json_bytes: u64) -> Option<Self> {
-        if rows > q.max_records {
-            let _ = ready.send(Err(ReportRefusal::TooManyRecords(rows)));
-            return None;
-        }
-        let head = voxtrail_wire::report_head(rows);
-        let body_len = head.len() as u64
-            + json_bytes
-            + rows.saturating_sub(1)
-            + voxtrail_wire::REPORT_TAIL.len() as u64;
-        if body_len > q.max_bytes {
-            let _ = ready.send(Err(ReportRefusal::TooLarge));
-            return None;
-        }
-        let (tx, chunks) = mpsc::channel(CHUNKS_IN_FLIGHT);
-        let stream = ReportStream {
-            head: ReportHead { rows, body_len },
-            chunks,
-        };
-        ready.send(Ok(stream)).ok()?;
-        // A poll-sized answer gets exactly its size (no slack to fragment the allocator);
-        // a larger one a chunk plus room for the row that crosses the chunk's end.
-        let whole = usize::try_from(body_len).unwrap_or(usize::MAX);
-        let cap = whole.min(CHUNK_BYTES + 64 * 1024);
+/// Cuts one answer's body into chunks of about [`CHUNK_BYTES`]: the envelope's head, the
+/// stored row objects joined by commas, the tail. Between chunks it holds no buffer, so a
+/// parked answer (a slow client) costs no chunk of memory here.
+pub(crate) struct Chunker {
+    buf: Vec<u8>,
+    rows: u64,
+    sent: u64,
+    /// Capacity of a chunk buffer: a poll-sized answer gets exactly its size (no slack to
+    /// fragment the allocator), a larger one a chunk plus room for the row that crosses the
+    /// chunk's end.
+    cap: usize,
+}
+
+impl Chunker {
+    pub(crate) fn new(head: ReportHead) -> Self {
+        let text = voxtrail_wire::report_head(head.rows);
+        let whole = usize::try_from(head.body_len).unwrap_or(usize::MAX);
+        let cap = whole.min(CHUNK_BYTES + CHUNK_SLACK);
         let mut buf = Vec::with_capacity(cap);
-        buf.extend_from_slice(head.as_bytes());
-        Some(Self {
+        buf.extend_from_slice(text.as_bytes());
+        Self {
             buf,
-            tx,
-            rows,
+            rows: head.rows,
             sent: 0,
-        })
+            cap,
+        }
     }
 
     /// Whether the body still lacks rows: a reader stops once every counted row is written.
@@ -70,7 +77,10 @@ impl BodyWriter {
     }
 
     /// Appends one stored row object; a full chunk, when there is one, is returned for sending.
-    fn append(&mut self, json: &[u8]) -> Option<Bytes> {
+    pub(crate) fn append(&mut self, json: &[u8]) -> Option<Bytes> {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.cap);
+        }
         if self.sent > 0 {
             self.buf.push(b',');
         }
@@ -79,49 +89,66 @@ impl BodyWriter {
         if self.buf.len() < CHUNK_BYTES {
             return None;
         }
-        let next = Vec::with_capacity(CHUNK_BYTES + 64 * 1024);
-        Some(Bytes::from(std::mem::replace(&mut self.buf, next)))
-    }
-
-    /// Appends one stored row object (from a blocking thread). `false` when the client has
-    /// gone: stop reading.
-    pub(crate) fn push(&mut self, json: &[u8]) -> bool {
-        match self.append(json) {
-            Some(chunk) => self.tx.blocking_send(Ok(chunk)).is_ok(),
-            None => true,
-        }
-    }
-
-    /// [`push`](Self::push) for a reader on the async runtime.
-    pub(crate) async fn push_async(&mut self, json: &[u8]) -> bool {
-        match self.append(json) {
-            Some(chunk) => self.tx.send(Ok(chunk)).await.is_ok(),
-            None => true,
-        }
+        Some(Bytes::from(std::mem::take(&mut self.buf)))
     }
 
     /// The last chunk: the envelope's tail — or, if fewer rows were read than counted (which
     /// one snapshot rules out), an error that cuts the answer: a body whose `msg` lies is
     /// never completed.
-    fn last(mut self) -> (mpsc::Sender<StoreResult<Bytes>>, StoreResult<Bytes>) {
+    pub(crate) fn last(mut self) -> StoreResult<Bytes> {
         if self.sent != self.rows {
-            let e =
-                StoreError::Corrupt(format!("counted {} rows but read {}", self.rows, self.sent));
-            return (self.tx, Err(e));
+            return Err(StoreError::Corrupt(format!(
+                "counted {} rows but read {}",
+                self.rows, self.sent
+            )));
         }
         self.buf.extend_from_slice(voxtrail_wire::REPORT_TAIL);
-        (self.tx, Ok(Bytes::from(self.buf)))
+        Ok(Bytes::from(self.buf))
+    }
+}
+
+/// Writes one report body from rows read on an async task (PostgreSQL).
+pub(crate) struct BodyWriter {
+    chunker: Chunker,
+    tx: mpsc::Sender<StoreResult<Bytes>>,
+}
+
+impl BodyWriter {
+    /// Applies the record and size limits to the counted window, then answers `ready` with the
+    /// stream or the refusal. `None` when refused, or when nobody waits any more (the request
+    /// timed out or the client left): the caller then stops reading.
+    pub(crate) fn start(ready: Ready, q: &ReportQuery, rows: u64, json_bytes: u64) -> Option<Self> {
+        let head = match decide(q, rows, json_bytes) {
+            Ok(h) => h,
+            Err(refusal) => {
+                let _ = ready.send(Err(refusal));
+                return None;
+            }
+        };
+        let (tx, chunks) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        ready.send(Ok(ReportStream { head, chunks })).ok()?;
+        Some(Self {
+            chunker: Chunker::new(head),
+            tx,
+        })
     }
 
-    /// Ends the body (from a blocking thread); see [`last`](Self::last).
-    pub(crate) fn finish(self) {
-        let (tx, last) = self.last();
-        let _ = tx.blocking_send(last);
+    /// Whether the body still lacks rows: a reader stops once every counted row is written.
+    pub(crate) fn wants_more(&self) -> bool {
+        self.chunker.wants_more()
     }
 
-    /// [`finish`](Self::finish) for a reader on the async runtime.
+    /// Appends one stored row object. `false` when the client has gone: stop reading.
+    pub(crate) async fn push_async(&mut self, json: &[u8]) -> bool {
+        match self.chunker.append(json) {
+            Some(chunk) => self.tx.send(Ok(chunk)).await.is_ok(),
+            None => true,
+        }
+    }
+
+    /// Ends the body; see [`Chunker::last`].
     pub(crate) async fn finish_async(self) {
-        let (tx, last) = self.last();
-        let _ = tx.send(last).await;
+        let last = self.chunker.last();
+        let _ = self.tx.send(last).await;
     }
 }

@@ -279,6 +279,23 @@ impl Store {
             .map_err(|e| StoreError::TaskFailed(format!("store task failed: {e}")))?
     }
 
+    /// Runs a short read-only store call on the request path (a token lookup): on SQLite on its
+    /// small pool of reader threads, so it never waits behind long calls (ingestion) on the
+    /// runtime's blocking threads; on PostgreSQL like [`blocking`](Self::blocking).
+    pub async fn read_quick<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> StoreResult<T> + Send + 'static,
+    {
+        match self {
+            Self::Sqlite(s) => {
+                let me = self.clone();
+                s.quick(move |_| f(&me)).await
+            }
+            Self::Postgres(_) => self.blocking(f).await,
+        }
+    }
+
     /// Admits one request against its token's limits, in the contract's order: a concurrency
     /// slot, then one use counted against the daily limit (only when a slot was free), then —
     /// for a `report` — its producer is started. On PostgreSQL the three are one statement

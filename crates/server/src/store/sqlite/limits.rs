@@ -117,7 +117,7 @@ impl SqliteStore {
         let limits = self.limits();
         let known = locked(&limits.counts).contains_key(&(token, day));
         if !known {
-            let persisted = self.blocking(move |s| s.token_usage(token, day)).await?;
+            let persisted = self.quick(move |s| s.token_usage(token, day)).await?;
             locked(&limits.counts).entry((token, day)).or_insert(Count {
                 used: persisted,
                 dirty: false,

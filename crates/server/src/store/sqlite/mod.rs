@@ -6,12 +6,14 @@
 //! scan, and serving it is copying bytes. See docs/adr/0001-stored-json.md.
 //!
 //! Here: opening, connections and migrations. Beside it: `admin.rs` (operations, tokens,
-//! switches, usage), `ingest.rs`, `report.rs` (the report producer) and `limits.rs` (this
-//! process's concurrency slots and daily counts).
+//! switches, usage), `ingest.rs`, `report.rs` (the report producer), `readers.rs` (the small
+//! pool of reader threads reports run on) and `limits.rs` (this process's concurrency slots
+//! and daily counts).
 
 mod admin;
 mod ingest;
 mod limits;
+mod readers;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -27,8 +29,10 @@ pub(crate) use limits::MemorySlot;
 
 /// Page cache of each read connection, in KiB. Small on purpose: the operating system's page
 /// cache holds the data, and under 32 concurrent polls 4 MiB per reader made the server's RSS
-/// ~200 MB; the index's interior pages fit in 1 MiB.
-const READER_CACHE_KIB: i64 = 1_024;
+/// ~200 MB and 1 MiB ~60 MB (SQLite's page caches were most of the heap); with 256 KiB it is
+/// ~40 MB at the same CPU per answer (a poll's rows are neighbours in the table, a few pages;
+/// bench/slow_readers.sh).
+const READER_CACHE_KIB: i64 = 256;
 /// Page cache of the write connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 65_536;
 /// Page size of new databases.
@@ -88,6 +92,10 @@ struct Inner {
     idle_readers: Mutex<Vec<Connection>>,
     /// Concurrency slots and daily counts, held in this process.
     limits: Limits,
+    /// The report reader threads (`readers.rs`).
+    readers: readers::ReaderPool,
+    /// Permits for large answers' snapshots kept open between chunks (`report.rs`).
+    snapshots: Arc<tokio::sync::Semaphore>,
 }
 
 fn now_utc() -> String {
@@ -142,6 +150,8 @@ impl SqliteStore {
                 writer: Mutex::new(conn),
                 idle_readers: Mutex::new(Vec::new()),
                 limits: Limits::default(),
+                readers: readers::ReaderPool::start()?,
+                snapshots: Arc::new(tokio::sync::Semaphore::new(report::MAX_OPEN_SNAPSHOTS)),
             }),
         })
     }
@@ -188,6 +198,18 @@ impl SqliteStore {
             conn: Some(conn),
             store: self.inner.clone(),
         })
+    }
+
+    /// Runs a short read (a token lookup, a day's count) on the report reader pool: it never
+    /// waits behind long calls (ingestion) on the runtime's blocking threads, and only the
+    /// pool's few threads touch read connections on the request path.
+    pub(crate) async fn quick<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SqliteStore) -> StoreResult<T> + Send + 'static,
+    {
+        let me = self.clone();
+        self.inner.readers.run(move || f(&me)).await?
     }
 
     pub fn ping(&self) -> StoreResult<()> {
