@@ -5,6 +5,7 @@ pub mod error;
 pub mod ingest;
 pub mod normalize;
 pub mod observe;
+pub mod quota;
 pub mod report;
 pub mod serve;
 

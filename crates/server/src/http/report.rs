@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::AppState;
 use super::error::ApiError;
 use super::observe::LogFields;
+use super::quota::Quota;
 use crate::auth::AuthFailure;
 use crate::config::EmptyWindow;
 use crate::domain::{Scope, Token, WallClock, Window, WindowError};
@@ -113,6 +114,36 @@ fn limits_of(st: &AppState, token: &Token) -> AdmitRequest {
     }
 }
 
+/// The quota of `token` after a request that brought today's uses to `used`.
+fn quota_of(st: &AppState, token: &Token, used: u64) -> Quota {
+    let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
+    Quota::now(limit, used, token.operation.tz)
+}
+
+/// The answer to a refused admission with its quota headers and `Retry-After`: the seconds
+/// until the operation's midnight for the daily limit, one second for a busy slot.
+pub(super) async fn refused(st: &AppState, token: &Token, r: Refused) -> Response {
+    let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
+    let used = match r {
+        Refused::DailyLimit => limit,
+        Refused::Simultaneous => {
+            let day = WallClock::now_in(token.operation.tz).day();
+            // The quota is informative here: a failed look-up reports nothing used.
+            st.store.used_today(token.id, day).await.unwrap_or(0)
+        }
+    };
+    let quota = Quota::now(limit, used, token.operation.tz);
+    let retry_after = match r {
+        Refused::DailyLimit => quota.reset_secs,
+        Refused::Simultaneous => 1,
+    };
+    let mut resp = refusal(st, r).into_response();
+    let h = resp.headers_mut();
+    quota.apply(h);
+    h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
+}
+
 /// The answer to a refused admission.
 fn refusal(st: &AppState, r: Refused) -> ApiError {
     match r {
@@ -178,10 +209,31 @@ pub async fn report(
     };
     let asked = tokio::time::Instant::now();
     let admitted = st.store.admit(limits_of(&st, &token), Some(q)).await?;
-    let Admitted { slot, head, .. } = admitted.map_err(|r| refusal(&st, r))?;
+    let Admitted { slot, head, used } = match admitted {
+        Ok(a) => a,
+        Err(r) => return Ok(refused(&st, &token, r).await),
+    };
+    // Every answer of an admitted request carries the quota (docs/api.md, "Quota headers").
+    let quota = quota_of(&st, &token, used);
+    let mut resp = match answer(&st, &token, slot, head, asked).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    quota.apply(resp.headers_mut());
+    Ok(resp)
+}
+
+/// Rows 14–17 of an admitted report, then its 200 answer.
+async fn answer(
+    st: &AppState,
+    token: &Token,
+    slot: SlotGuard,
+    head: Option<HeadReceiver>,
+    asked: tokio::time::Instant,
+) -> Result<Response, ApiError> {
     // 14–16. Result size (records, then bytes) from the head, before the first byte; or the
     // consumption timeout when the head does not come in time.
-    let stream = wait_for_head(head, asked, &st).await?;
+    let stream = wait_for_head(head, asked, st).await?;
     // 17. An empty window in the hosted API's 404 compatibility mode.
     let fields = LogFields {
         operation: Some(token.operation.name.to_string()),
@@ -300,7 +352,11 @@ pub async fn token_info(
         Some(_) => return Err(ApiError::ApiDoesNotExist),
     }
     let admitted = st.store.admit(limits_of(&st, &token), None).await?;
-    let Admitted { slot, used, .. } = admitted.map_err(|r| refusal(&st, r))?;
+    let Admitted { slot, used, .. } = match admitted {
+        Ok(a) => a,
+        Err(r) => return Ok(refused(&st, &token, r).await),
+    };
+    let quota = quota_of(&st, &token, used);
     // Persist pending counts so the operation-wide figure includes every token's uses.
     st.store.flush_usage().await?;
     let day = WallClock::now_in(token.operation.tz).day();
@@ -320,6 +376,7 @@ pub async fn token_info(
     release(slot).await;
     let body = voxtrail_wire::ok_body("1 records were found", &[row]);
     let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    quota.apply(resp.headers_mut());
     resp.extensions_mut().insert(LogFields {
         operation: Some(token.operation.name.to_string()),
         rows: Some(1),

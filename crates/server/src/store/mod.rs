@@ -280,6 +280,18 @@ impl Store {
         }
     }
 
+    /// Uses of a token on an operation-local day (`YYYYmmdd`) as the limits see them now:
+    /// on SQLite the count held in this process, on PostgreSQL the shared count.
+    pub async fn used_today(&self, token: i64, day: i64) -> StoreResult<u64> {
+        match self {
+            Self::Sqlite(s) => match s.used_in_memory(token, day) {
+                Some(n) => Ok(n),
+                None => self.blocking(move |s| s.token_usage(token, day)).await,
+            },
+            Self::Postgres(_) => self.blocking(move |s| s.token_usage(token, day)).await,
+        }
+    }
+
     /// Writes daily counts held behind to the database (SQLite: every second and at shutdown;
     /// PostgreSQL counts in the database, so there is nothing to write).
     pub async fn flush_usage(&self) -> StoreResult<()> {

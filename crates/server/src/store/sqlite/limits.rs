@@ -133,6 +133,13 @@ impl SqliteStore {
         Ok(Some(c.used))
     }
 
+    /// Today's count of a token as held in this process, if it was used since the start.
+    pub(crate) fn used_in_memory(&self, token: i64, day: i64) -> Option<u64> {
+        locked(&self.limits().counts)
+            .get(&(token, day))
+            .map(|c| c.used)
+    }
+
     /// Writes changed daily counts to the database. Entries of days long past are dropped
     /// afterwards.
     pub(crate) async fn flush_usage(&self) -> StoreResult<()> {
