@@ -2,6 +2,7 @@
 //! until told to stop. Only this layer knows status codes; errors meet the wire in `error.rs`.
 
 pub mod error;
+pub mod etag;
 pub mod ingest;
 pub mod normalize;
 pub mod observe;

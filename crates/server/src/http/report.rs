@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::AppState;
 use super::error::ApiError;
+use super::etag;
 use super::observe::LogFields;
 use super::quota::Quota;
 use crate::auth::AuthFailure;
@@ -114,6 +115,48 @@ fn limits_of(st: &AppState, token: &Token) -> AdmitRequest {
     }
 }
 
+/// The strong ETag of a window's answer from its stored row hashes (`super::etag`).
+async fn window_etag(st: &AppState, token: &Token, window: Window) -> Result<String, ApiError> {
+    let hours = st.store.hour_digests(token.operation.id, window).await?;
+    let (rows, xor) = crate::store::digest::window_of(&hours);
+    Ok(etag::etag(
+        window,
+        st.config.compat.empty_window,
+        rows,
+        &xor,
+    ))
+}
+
+/// A conditional report whose tag matched: `304` with the tag and the quota, no body and no
+/// use counted — unless the daily limit is already used up, which still refuses.
+async fn not_modified(
+    st: &AppState,
+    token: &Token,
+    slot: SlotGuard,
+    tag: String,
+) -> Result<Response, ApiError> {
+    let day = WallClock::now_in(token.operation.tz).day();
+    let used = st.store.used_today(token.id, day).await?;
+    let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
+    if used >= limit {
+        release(slot).await;
+        return Ok(refused(st, token, Refused::DailyLimit).await);
+    }
+    release(slot).await;
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = axum::http::StatusCode::NOT_MODIFIED;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(header::ETAG, v);
+    }
+    Quota::now(limit, used, token.operation.tz).apply(h);
+    resp.extensions_mut().insert(LogFields {
+        operation: Some(token.operation.name.to_string()),
+        rows: Some(0),
+    });
+    Ok(resp)
+}
+
 /// The quota of `token` after a request that brought today's uses to `used`.
 fn quota_of(st: &AppState, token: &Token, used: u64) -> Quota {
     let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
@@ -208,14 +251,33 @@ pub async fn report(
         max_bytes: limits.max_bytes,
     };
     let asked = tokio::time::Instant::now();
-    let admitted = st.store.admit(limits_of(&st, &token), Some(q)).await?;
+    let req = limits_of(&st, &token);
+    // The ETag is read before the report's snapshot (`super::etag`). With `If-None-Match` the
+    // slot is taken first, the tag compared, and a use counted only when it differs: a `304`
+    // holds a slot and passes the daily limit but does not count (docs/api.md, "Cheap re-polls").
+    let (admitted, tag) = match headers.get(header::IF_NONE_MATCH) {
+        None => {
+            let tag = window_etag(&st, &token, window).await?;
+            (st.store.admit(req, Some(q)).await?, tag)
+        }
+        Some(field) => {
+            let Some(slot) = st.store.take_slot(req.token, req.max_slots).await? else {
+                return Ok(refused(&st, &token, Refused::Simultaneous).await);
+            };
+            let tag = window_etag(&st, &token, window).await?;
+            if etag::matches(field, &tag) {
+                return not_modified(&st, &token, slot, tag).await;
+            }
+            (st.store.admit_held(slot, req, Some(q)).await?, tag)
+        }
+    };
     let Admitted { slot, head, used } = match admitted {
         Ok(a) => a,
         Err(r) => return Ok(refused(&st, &token, r).await),
     };
     // Every answer of an admitted request carries the quota (docs/api.md, "Quota headers").
     let quota = quota_of(&st, &token, used);
-    let mut resp = match answer(&st, &token, slot, head, asked).await {
+    let mut resp = match answer(&st, &token, slot, head, asked, tag).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -230,6 +292,7 @@ async fn answer(
     slot: SlotGuard,
     head: Option<HeadReceiver>,
     asked: tokio::time::Instant,
+    tag: String,
 ) -> Result<Response, ApiError> {
     // 14–16. Result size (records, then bytes) from the head, before the first byte; or the
     // consumption timeout when the head does not come in time.
@@ -260,6 +323,9 @@ async fn answer(
         header::CONTENT_LENGTH,
         HeaderValue::from(stream.head.body_len),
     );
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(header::ETAG, v);
+    }
     resp.extensions_mut().insert(fields);
     Ok(resp)
 }

@@ -11,6 +11,7 @@
 
 mod admission;
 mod body;
+pub mod digest;
 pub mod postgres;
 pub mod sqlite;
 pub mod testing;
@@ -269,6 +270,33 @@ impl Store {
             Self::Sqlite(s) => s.admit(req, report).await,
             Self::Postgres(s) => s.admit(req, report).await,
         }
+    }
+
+    /// The second half of an admission whose slot is already held (a conditional report,
+    /// whose ETag is compared before any use is counted): counts one use against the daily
+    /// limit and, when counted, starts the report. A refused use frees the slot before this
+    /// returns.
+    pub async fn admit_held(
+        &self,
+        slot: SlotGuard,
+        req: AdmitRequest,
+        report: Option<ReportQuery>,
+    ) -> StoreResult<Result<Admitted, Refused>> {
+        let counted = match self {
+            Self::Sqlite(s) => s.count_use(req).await?,
+            Self::Postgres(s) => s.count_use(req).await?,
+        };
+        let Some(used) = counted else {
+            if let Some(h) = slot.release() {
+                let _ = h.await;
+            }
+            return Ok(Err(Refused::DailyLimit));
+        };
+        Ok(Ok(Admitted {
+            slot,
+            used,
+            head: report.map(|q| self.start_report(q)),
+        }))
     }
 
     /// Takes one of `max` concurrency slots of a token without counting a use (ingestion);

@@ -22,6 +22,7 @@
 mod admin;
 mod admission;
 mod async_pool;
+mod digest;
 mod ingest;
 mod migrations;
 mod pool;

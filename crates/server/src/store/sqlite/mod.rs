@@ -10,6 +10,7 @@
 //! process's concurrency slots and daily counts).
 
 mod admin;
+mod digest;
 mod ingest;
 mod limits;
 mod report;
@@ -36,7 +37,8 @@ const PAGE_SIZE: i64 = 16_384;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 16;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE operations (
     id          INTEGER PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -74,7 +76,9 @@ CREATE TABLE switches (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    digest::ROW_HASH_MIGRATION,
+];
 
 /// The SQLite store. Cheap to clone.
 #[derive(Clone)]
@@ -240,6 +244,9 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(sql)?;
+        if *sql == digest::ROW_HASH_MIGRATION {
+            digest::fill_row_hashes(&tx)?;
+        }
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
         tx.commit()?;
     }
