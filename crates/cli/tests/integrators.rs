@@ -239,3 +239,174 @@ async fn a_304_still_needs_a_slot_and_an_unspent_limit() {
     assert!(body.contains("TOKEN LIMIT EXCEEDED"));
     assert_eq!(remaining(&h).0, 0);
 }
+
+/// The hours of a window as a client computes them from the report itself: each object of
+/// `data` exactly as served, hashed, XORed per hour of its `date`.
+fn hours_from_report(body: &str) -> Vec<(String, u64, String)> {
+    use serde_json::value::RawValue;
+    use sha2::Digest as _;
+    let env: std::collections::HashMap<&str, &RawValue> =
+        serde_json::from_str(body).expect("report envelope");
+    let data: Vec<&RawValue> = serde_json::from_str(env["data"].get()).expect("data");
+    let mut out: Vec<(String, u64, [u8; 32])> = Vec::new();
+    for raw in data {
+        let v: serde_json::Value = serde_json::from_str(raw.get()).expect("row");
+        let hour = v["date"].as_str().expect("date")[..13].to_owned();
+        let hash: [u8; 32] = sha2::Sha256::digest(raw.get().as_bytes()).into();
+        if out.last().is_none_or(|(h, _, _)| *h != hour) {
+            out.push((hour.clone(), 0, [0; 32]));
+        }
+        let last = out.last_mut().expect("pushed");
+        last.1 += 1;
+        for (x, b) in last.2.iter_mut().zip(hash) {
+            *x ^= b;
+        }
+    }
+    out.into_iter()
+        .map(|(h, n, x)| (h, n, x.iter().map(|b| format!("{b:02x}")).collect()))
+        .collect()
+}
+
+fn hours_of(body: &str) -> Vec<(String, u64, String)> {
+    let v = json(body.as_bytes());
+    assert_eq!(v["code"], "200", "{body}");
+    let data = v["data"].as_array().expect("data");
+    assert_eq!(v["msg"], format!("{} records were found", data.len()));
+    data.iter()
+        .map(|o| {
+            let keys: Vec<&String> = o.as_object().expect("object").keys().collect();
+            assert_eq!(keys.len(), 3, "{o}");
+            (
+                o["hour"].as_str().expect("hour").to_owned(),
+                o["records"]
+                    .as_str()
+                    .expect("records")
+                    .parse()
+                    .expect("count"),
+                o["digest"].as_str().expect("digest").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hour_digests_match_the_report_as_served() {
+    let env = Env::new();
+    env.operation("acme", "America/Bogota");
+    env.seed("acme", 600, "20261001235959", 2);
+    env.import_ndjson(
+        "acme",
+        &format!(
+            "{}\n{}",
+            record("é-1", "2026-10-01 08:15:00"),
+            record("é-2", "2026-10-01 08:59:59")
+        ),
+    );
+    let token = env.token("acme", "report", Some(10));
+    let server = env.serve(None);
+    let (ini, end) = ("20260930000000", "20261001235959");
+    let (status, _, report) = get_with(&server.report_url(ini, end), &token, &[]).await;
+    assert_eq!(status, 200);
+    let hours_url = server.url(&format!(
+        "/api/v2/voxtrail/chat_12/hours?date_ini={ini}&date_end={end}"
+    ));
+    let (status, h, body) = get_with(&hours_url, &token, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(remaining(&h).0, 8, "one use each");
+    let expected = hours_from_report(&report);
+    assert!(expected.len() > 24, "rows spread over many hours");
+    let got = hours_of(&body);
+    assert_eq!(got, expected);
+    assert!(got.iter().all(|(_, _, d)| d.len() == 64 && d.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))));
+
+    // A narrower window: only its hours; an empty one: no hours.
+    let one = server
+        .url("/api/v2/voxtrail/chat_12/hours?date_ini=20261001080000&date_end=20261001085959");
+    let got = hours_of(&get_with(&one, &token, &[]).await.2);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, "2026-10-01 08");
+    let none = server
+        .url("/api/v2/voxtrail/chat_12/hours?date_ini=20250101000000&date_end=20250101000100");
+    assert!(hours_of(&get_with(&none, &token, &[]).await.2).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hours_apply_the_reports_checks() {
+    let env = Env::new();
+    env.operation("acme", "America/Bogota");
+    let token = env.token("acme", "report", Some(1));
+    let server = env.serve(None);
+    let base = "/api/v2/voxtrail/chat_12/hours";
+    let cases: &[(&str, &str, u16, &str)] = &[
+        (
+            "",
+            "?date_ini=20261001000000&date_end=20261001235959",
+            401,
+            "WOLKVOX-TOKEN",
+        ),
+        (
+            "nope",
+            "?date_ini=20261001000000&date_end=20261001235959",
+            403,
+            "VALIDATE TOKEN",
+        ),
+        (&token, "", 400, "SOME PARAMETERS ARE REQUIRED"),
+        (
+            &token,
+            "?date_ini=20261001000000",
+            400,
+            "SOME PARAMETERS ARE REQUIRED",
+        ),
+        (
+            &token,
+            "?date_ini=2026-10-01&date_end=20261001235959",
+            400,
+            "INVALID DATE FORMAT",
+        ),
+        (
+            &token,
+            "?date_ini=%FF%00&date_end=20261001235959",
+            400,
+            "INVALID DATE FORMAT",
+        ),
+        (
+            &token,
+            "?date_ini=20261002000000&date_end=20261001235959",
+            400,
+            "MUST NOT BE AFTER",
+        ),
+        (
+            &token,
+            "?date_ini=20260101000000&date_end=20261001235959",
+            400,
+            "EXCEEDS THE LIMIT OF 31 DAYS",
+        ),
+    ];
+    for (tok, q, status, msg) in cases {
+        let mut req = plain_client().get(server.url(&format!("{base}{q}")));
+        if !tok.is_empty() {
+            req = req.header("wolkvox-token", *tok);
+        }
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status().as_u16(), *status, "{q}");
+        let body = resp.text().await.expect("body");
+        assert!(body.contains(msg), "{q}: {body}");
+    }
+    let post = plain_client()
+        .post(server.url(&format!(
+            "{base}?date_ini=20261001000000&date_end=20261001235959"
+        )))
+        .header("wolkvox-token", &token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(post.status().as_u16(), 405);
+    // None of those counted: one use is left, then the limit refuses.
+    let ok = server.url(&format!(
+        "{base}?date_ini=20261001000000&date_end=20261001235959"
+    ));
+    assert_eq!(get_with(&ok, &token, &[]).await.0, 200);
+    let (status, h, body) = get_with(&ok, &token, &[]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(h.contains_key("retry-after"));
+}

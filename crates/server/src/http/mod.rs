@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod etag;
+pub mod hours;
 pub mod ingest;
 pub mod normalize;
 pub mod observe;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/reports_manager.php", any(report::report))
         .route("/api/v2/information.php", any(report::token_info))
         .route("/api/v2/interactions", any(ingest::interactions))
+        .route(voxtrail_wire::hours::HOURS_PATH, any(hours::hours))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

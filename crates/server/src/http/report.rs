@@ -158,7 +158,7 @@ async fn not_modified(
 }
 
 /// The quota of `token` after a request that brought today's uses to `used`.
-fn quota_of(st: &AppState, token: &Token, used: u64) -> Quota {
+pub(super) fn quota_of(st: &AppState, token: &Token, used: u64) -> Quota {
     let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
     Quota::now(limit, used, token.operation.tz)
 }
@@ -197,7 +197,7 @@ fn refusal(st: &AppState, r: Refused) -> ApiError {
     }
 }
 
-const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
+pub(super) const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
 
 /// Frees a slot before the answer goes out, waiting for the database where it lives there.
 pub(super) async fn release(slot: SlotGuard) {
