@@ -410,3 +410,210 @@ async fn hours_apply_the_reports_checks() {
     assert_eq!(status, 403, "{body}");
     assert!(h.contains_key("retry-after"));
 }
+
+const FEED: &str = "/api/v2/voxtrail/chat_12/feed";
+
+/// One feed page: `(status, conn_ids, cursor, body)`.
+async fn feed_page(
+    server: &Server,
+    token: &str,
+    after: Option<&str>,
+    limit: Option<&str>,
+) -> (u16, Vec<String>, String, String) {
+    let mut q = Vec::new();
+    if let Some(a) = after {
+        q.push(format!("after={a}"));
+    }
+    if let Some(l) = limit {
+        q.push(format!("limit={l}"));
+    }
+    let url = server.url(&format!("{FEED}?{}", q.join("&")));
+    let (status, _, body) = get_with(&url, token, &[]).await;
+    if status != 200 {
+        return (status, Vec::new(), String::new(), body);
+    }
+    let v = json(body.as_bytes());
+    let data = v["data"].as_array().expect("data");
+    assert_eq!(
+        v["msg"],
+        format!("{} records were found", data.len()),
+        "{body}"
+    );
+    let ids = data
+        .iter()
+        .map(|r| r["conn_id"].as_str().expect("conn_id").to_owned())
+        .collect();
+    let cursor = v["cursor"].as_str().expect("cursor").to_owned();
+    (status, ids, cursor, body)
+}
+
+async fn post_ndjson(server: &Server, token: &str, lines: &[String]) -> u16 {
+    let resp = plain_client()
+        .post(server.url("/api/v2/interactions"))
+        .header("wolkvox-token", token)
+        .header("content-type", "application/x-ndjson")
+        .body(lines.join("\n"))
+        .send()
+        .await
+        .expect("posting");
+    let status = resp.status().as_u16();
+    let body = resp.text().await.expect("body");
+    assert!(status == 200 || status == 201, "ingest {status}: {body}");
+    status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_feed_pages_through_every_row_once() {
+    let env = Env::new();
+    env.operation("acme", "America/Bogota");
+    env.operation("other", "America/Bogota");
+    let lines: Vec<String> = (0..5)
+        .map(|i| record(&format!("c-{i}"), &format!("2026-10-0{} 08:00:00", 5 - i)))
+        .collect();
+    env.import_ndjson("acme", &lines.join("\n"));
+    env.import_ndjson("other", &record("o-1", "2026-10-01 08:00:00"));
+    let token = env.token("acme", "report", Some(100));
+    let other = env.token("other", "report", Some(100));
+    let server = env.serve(None);
+
+    // Pages of two, in the order the rows were stored (not their dates).
+    let (s, ids, c1, body) = feed_page(&server, &token, None, Some("2")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(ids, ["c-0", "c-1"]);
+    let (_, ids, c2, _) = feed_page(&server, &token, Some(&c1), Some("2")).await;
+    assert_eq!(ids, ["c-2", "c-3"]);
+    let (_, ids, c3, _) = feed_page(&server, &token, Some(&c2), None).await;
+    assert_eq!(ids, ["c-4"]);
+    // At the end: nothing, and the same cursor back.
+    let (_, ids, c4, body) = feed_page(&server, &token, Some(&c3), None).await;
+    assert!(ids.is_empty());
+    assert_eq!(c4, c3);
+    assert!(
+        body.starts_with(
+            r#"{"code":"200","error":null,"msg":"0 records were found","data":[],"cursor":""#
+        ),
+        "{body}"
+    );
+    // New rows appear after the cursor; a duplicate import changes nothing.
+    env.import_ndjson(
+        "acme",
+        &format!("{}\n{}", lines[0], record("c-5", "2026-09-01 00:00:00")),
+    );
+    let (_, ids, _, _) = feed_page(&server, &token, Some(&c3), None).await;
+    assert_eq!(ids, ["c-5"]);
+    // The other operation's feed is its own; its cursors are not ours.
+    let (_, ids, oc, _) = feed_page(&server, &other, None, None).await;
+    assert_eq!(ids, ["o-1"]);
+    let (s, _, _, body) = feed_page(&server, &token, Some(&oc), None).await;
+    assert_eq!(
+        (s, body),
+        (400, error_json(400, "BAD REQUEST", "INVALID CURSOR"))
+    );
+
+    // Hostile cursors and limits.
+    let (op, _) = c3.split_once('.').expect("cursor shape");
+    let beyond = format!("{op}.999999");
+    for bad in [
+        "x",
+        "1",
+        "1.",
+        ".1",
+        "-1.2",
+        &beyond,
+        "1.2.3",
+        "%00",
+        "99999999999999999999.1",
+    ] {
+        let (s, _, _, body) = feed_page(&server, &token, Some(bad), None).await;
+        assert_eq!(
+            (s, body),
+            (400, error_json(400, "BAD REQUEST", "INVALID CURSOR")),
+            "{bad}"
+        );
+    }
+    for bad in ["0", "10001", "-1", "abc", "1e3"] {
+        let (s, _, _, body) = feed_page(&server, &token, None, Some(bad)).await;
+        assert_eq!(s, 400, "{bad}: {body}");
+        assert!(
+            body.contains("limit MUST BE AN INTEGER FROM 1 TO 10000"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        feed_page(&server, &token, None, Some("10000"))
+            .await
+            .1
+            .len(),
+        6
+    );
+}
+
+/// Two replicas ingest small batches in parallel — each transaction waits a random time
+/// before committing, so they commit out of the order they started in — while a reader
+/// follows the feed: every row is seen exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_feed_skips_nothing_while_replicas_commit_concurrently() {
+    let Some(db) = voxtrail_server::store::testing::TestDatabase::create("feed_race") else {
+        return;
+    };
+    let env = Env {
+        dir: tempfile::tempdir().expect("temp dir"),
+        db_url: db.url.clone(),
+    };
+    env.operation("acme", "America/Bogota");
+    let reader = env.token("acme", "report", Some(1_000_000));
+    let writers: Vec<String> = (0..4).map(|_| env.token("acme", "ingest", None)).collect();
+    let replica = || {
+        let mut cmd = env.cmd();
+        cmd.env("VOXTRAIL_TEST_COMMIT_DELAY_MS", "30")
+            .args(["serve", "--listen", "127.0.0.1:0"]);
+        Server::spawn(&mut cmd)
+    };
+    let servers = std::sync::Arc::new([replica(), replica()]);
+    const BATCHES: usize = 25;
+    const PER_BATCH: usize = 3;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for (w, tok) in writers.iter().enumerate() {
+        let (servers, tok, done) = (servers.clone(), tok.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            for b in 0..BATCHES {
+                let lines: Vec<String> = (0..PER_BATCH)
+                    .map(|i| record(&format!("w{w}-b{b}-{i}"), "2026-10-01 08:00:00"))
+                    .collect();
+                post_ndjson(&servers[w % 2], &tok, &lines).await;
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+    }
+    let total = writers.len() * BATCHES * PER_BATCH;
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut i = 0usize;
+    loop {
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst) == writers.len();
+        let (s, ids, c, body) =
+            feed_page(&servers[i % 2], &reader, cursor.as_deref(), Some("5")).await;
+        assert_eq!(s, 200, "{body}");
+        i += 1;
+        let empty = ids.is_empty();
+        seen.extend(ids);
+        cursor = Some(c);
+        if finished && empty {
+            break;
+        }
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "a row was served twice");
+    assert_eq!(
+        seen.len(),
+        total,
+        "rows were skipped: saw {} of {total}",
+        seen.len()
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod etag;
+pub mod feed;
 pub mod hours;
 pub mod ingest;
 pub mod normalize;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/information.php", any(report::token_info))
         .route("/api/v2/interactions", any(ingest::interactions))
         .route(voxtrail_wire::hours::HOURS_PATH, any(hours::hours))
+        .route(feed::FEED_PATH, any(feed::feed))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -12,6 +12,7 @@
 mod admission;
 mod body;
 pub mod digest;
+pub mod feed;
 pub mod postgres;
 pub mod sqlite;
 pub mod testing;

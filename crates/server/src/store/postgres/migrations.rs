@@ -73,6 +73,7 @@ CREATE TABLE switches (
     // rewritten (VACUUM FULL or pg_repack; docs/operations.md).
     "ALTER TABLE interactions SET (toast_tuple_target = 8160);",
     super::digest::ROW_HASH_MIGRATION,
+    super::feed::FEED_MIGRATION,
 ];
 
 fn apply_migrations(c: &mut Client) -> StoreResult<i64> {

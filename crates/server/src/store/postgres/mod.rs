@@ -23,6 +23,7 @@ mod admin;
 mod admission;
 mod async_pool;
 mod digest;
+pub(crate) mod feed;
 mod ingest;
 mod migrations;
 mod pool;

@@ -11,6 +11,7 @@
 
 mod admin;
 mod digest;
+pub(crate) mod feed;
 mod ingest;
 mod limits;
 mod report;
@@ -78,6 +79,7 @@ CREATE TABLE switches (
 ) WITHOUT ROWID;
 "#,
     digest::ROW_HASH_MIGRATION,
+    feed::FEED_MIGRATION,
 ];
 
 /// The SQLite store. Cheap to clone.
