@@ -617,3 +617,113 @@ async fn the_feed_skips_nothing_while_replicas_commit_concurrently() {
         seen.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_records_token_requests_off_the_hot_path() {
+    let env = Env::new();
+    env.operation("acme", "America/Bogota");
+    env.operation("other", "UTC");
+    env.import_ndjson("acme", &record("c-1", "2026-10-01 08:15:00"));
+    let (token, id) = env.token_with_id("acme", "report", Some(100), None);
+    let (other, other_id) = env.token_with_id("other", "report", Some(100), None);
+    let server = env.serve(None);
+    let url = server.report_url("20261001000000", "20261001235959");
+    let (status, _, body) = get_with(&url, &token, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(get_with(&server.url(INFO), &other, &[]).await.0, 200);
+    // A hostile date (control characters) is recorded as given, refused with 400.
+    let hostile =
+        server.url("/api/v2/reports_manager.php?api=chat_12&date_ini=%1B%5B2J&date_end=x");
+    assert_eq!(get_with(&hostile, &token, &[]).await.0, 400);
+    // Invalid or missing tokens are not audited.
+    assert_eq!(get_with(&url, "not-a-token", &[]).await.0, 403);
+    assert_eq!(
+        plain_client()
+            .get(&url)
+            .send()
+            .await
+            .expect("get")
+            .status()
+            .as_u16(),
+        401
+    );
+    // SIGTERM writes what is queued.
+    assert!(server.terminate().success());
+
+    let out = env.ok(&["audit", "--format", "ndjson"]);
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| json(l.as_bytes())).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let first = &lines[0];
+    assert_eq!(first["token_id"], id);
+    assert_eq!(first["operation"], "acme");
+    assert_eq!(first["route"], "/api/v2/reports_manager.php");
+    assert_eq!(first["api"], "chat_12");
+    assert_eq!(first["date_ini"], "20261001000000");
+    assert_eq!(first["date_end"], "20261001235959");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["rows"], 1);
+    assert_eq!(first["bytes"], body.len());
+    assert!(first["duration_ms"].is_u64());
+    let at = first["at"].as_str().expect("at");
+    assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{at}");
+    assert_eq!(lines[1]["token_id"], other_id);
+    assert_eq!(lines[1]["route"], "/api/v2/information.php");
+    assert_eq!(lines[2]["status"], 400);
+    assert_eq!(lines[2]["date_ini"], "\u{1b}[2J");
+    // Oldest first.
+    let times: Vec<&str> = lines.iter().map(|l| l["at"].as_str().unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted);
+
+    // Filters.
+    let n = |args: &[&str]| {
+        env.ok(&[&["audit", "--format", "ndjson"], args].concat())
+            .lines()
+            .count()
+    };
+    assert_eq!(n(&["--operation", "acme"]), 2);
+    assert_eq!(n(&["--operation", "other"]), 1);
+    assert_eq!(n(&["--token", &other_id.to_string()]), 1);
+    assert_eq!(n(&["--since", "20991231000000"]), 0);
+    assert_eq!(n(&["--since", "20000101000000"]), 3);
+    // The table: a header and one line per record, control characters neutralised.
+    let table = env.ok(&["audit"]);
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(table.starts_with("TIME"), "{table}");
+    assert!(!table.contains('\u{1b}'), "{table:?}");
+    // Bad arguments are clear errors.
+    for bad in [
+        &["--since", "yesterday"][..],
+        &["--operation", "nope"],
+        &["--format", "xml"],
+    ] {
+        let o = env.run(&[&["audit"], bad].concat());
+        assert!(!o.status.success(), "{bad:?}");
+        assert!(!o.stderr.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_audit_records_are_deleted() {
+    let env = Env::new();
+    env.operation("acme", "UTC");
+    let token = env.token("acme", "report", Some(100));
+    let server = env.serve(None);
+    assert_eq!(get_with(&server.url(INFO), &token, &[]).await.0, 200);
+    assert!(server.terminate().success());
+    assert_eq!(env.ok(&["audit", "--format", "ndjson"]).lines().count(), 1);
+    // Age the record by two days: a server kept for one day deletes it when it starts.
+    let db = env.db_url.strip_prefix("sqlite://").expect("sqlite env");
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.execute("UPDATE audit SET at = '2000-01-01T00:00:00.000Z'", [])
+        .expect("age");
+    drop(conn);
+    let server = env.serve(Some("[audit]\nretention_days = 1\n"));
+    let gone = eventually(Duration::from_secs(10), async || {
+        env.ok(&["audit", "--format", "ndjson"]).lines().count() == 0
+    })
+    .await;
+    assert!(gone, "the old record is still there");
+    drop(server);
+}

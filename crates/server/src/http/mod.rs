@@ -1,6 +1,7 @@
 //! The HTTP API: router, shared state, and the `Application` that binds a listener and runs
 //! until told to stop. Only this layer knows status codes; errors meet the wire in `error.rs`.
 
+pub mod audit;
 pub mod error;
 pub mod etag;
 pub mod feed;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     maintenance: Arc<AtomicBool>,
     metrics: PrometheusHandle,
+    /// Where finished requests' audit records go (`audit.rs`).
+    audit: audit::AuditSink,
 }
 
 impl AppState {
@@ -52,6 +55,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// Builds the router with every route and middleware. Paths are normalised before routing
 /// (`normalize.rs`): the outer router sends every request, rewritten, to the inner one.
 pub fn router(state: AppState) -> Router {
+    let audit_sink = state.audit.clone();
     let routes = Router::new()
         .route("/api/v2/reports_manager.php", any(report::report))
         .route("/api/v2/information.php", any(report::token_info))
@@ -69,7 +73,8 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .layer(axum::middleware::from_fn(observe::observe));
+        .layer(axum::middleware::from_fn(observe::observe))
+        .layer(axum::Extension(audit_sink));
     let normalized = tower::Layer::layer(
         &axum::middleware::map_request(normalize::normalize_request),
         routes,
@@ -157,6 +162,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     state: AppState,
     serve: serve::ServeSettings,
+    audit_writer: audit::AuditWriter,
 }
 
 impl Application {
@@ -172,7 +178,9 @@ impl Application {
             .blocking(|s| s.maintenance())
             .await
             .context("reading the maintenance switch")?;
+        let (audit_sink, audit_writer) = audit::start(store.clone(), config.audit.retention_days);
         let state = AppState {
+            audit: audit_sink,
             auth: Arc::new(Auth::new(Duration::from_millis(config.refresh_interval_ms))),
             maintenance: Arc::new(AtomicBool::new(maintenance)),
             metrics: metrics_handle(),
@@ -183,6 +191,7 @@ impl Application {
             listener,
             state,
             serve,
+            audit_writer,
         })
     }
 
@@ -201,6 +210,7 @@ impl Application {
         let app = router(self.state);
         serve::serve(self.listener, app, self.serve, shutdown).await;
         refresher.abort();
+        self.audit_writer.stop(Duration::from_secs(5)).await;
         if let Err(e) = st.store.flush_usage().await {
             tracing::error!(error = %e, "saving usage counts at shutdown");
         }

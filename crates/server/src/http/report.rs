@@ -84,7 +84,10 @@ fn check_maintenance(st: &AppState) -> Result<(), ApiError> {
 async fn authenticate(st: &AppState, headers: &HeaderMap, scope: Scope) -> Result<Token, ApiError> {
     let header = headers.get("wolkvox-token").map(HeaderValue::as_bytes);
     match st.auth.check(&st.store, header, scope).await? {
-        Ok(t) => Ok(t),
+        Ok(t) => {
+            super::audit::note_token(&t);
+            Ok(t)
+        }
         Err(AuthFailure::Missing) => Err(ApiError::TokenMissing),
         Err(AuthFailure::Invalid) => Err(ApiError::TokenInvalid),
     }

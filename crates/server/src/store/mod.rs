@@ -10,6 +10,7 @@
 //! backend is behind a `Store`.
 
 mod admission;
+pub mod audit;
 mod body;
 pub mod digest;
 pub mod feed;

@@ -74,6 +74,7 @@ CREATE TABLE switches (
     "ALTER TABLE interactions SET (toast_tuple_target = 8160);",
     super::digest::ROW_HASH_MIGRATION,
     super::feed::FEED_MIGRATION,
+    super::audit::AUDIT_MIGRATION,
 ];
 
 fn apply_migrations(c: &mut Client) -> StoreResult<i64> {

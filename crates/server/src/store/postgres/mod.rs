@@ -22,6 +22,7 @@
 mod admin;
 mod admission;
 mod async_pool;
+mod audit;
 mod digest;
 pub(crate) mod feed;
 mod ingest;

@@ -10,6 +10,7 @@
 //! process's concurrency slots and daily counts).
 
 mod admin;
+mod audit;
 mod digest;
 pub(crate) mod feed;
 mod ingest;
@@ -80,6 +81,7 @@ CREATE TABLE switches (
 "#,
     digest::ROW_HASH_MIGRATION,
     feed::FEED_MIGRATION,
+    audit::AUDIT_MIGRATION,
 ];
 
 /// The SQLite store. Cheap to clone.
