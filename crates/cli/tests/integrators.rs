@@ -727,3 +727,93 @@ async fn old_audit_records_are_deleted() {
     assert!(gone, "the old record is still there");
     drop(server);
 }
+
+/// `voxtrail pull ARGS` run to its end: `(success, stdout, stderr)`.
+fn run_pull(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(bin())
+        .arg("pull")
+        .args(args)
+        .env_remove("VOXTRAIL_LOG")
+        .env_remove("VOXTRAIL_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running voxtrail pull");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_verify_finds_the_hour_a_copy_lost() {
+    let env = Env::new();
+    env.operation("acme", "America/Bogota");
+    env.seed("acme", 300, "20261001235959", 1);
+    env.import_ndjson("acme", &record("lost-1", "2026-10-01 08:15:00"));
+    let token = env.token("acme", "report", Some(1_000));
+    let server = env.serve(None);
+    let base = server.url("");
+    let copy = env.path("copy.db");
+    let into = format!("sqlite://{}", copy.display());
+    let window = ["--since", "20261001000000", "--until", "20261001235959"];
+    let common = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["--url", &base, "--token", &token, "--into", &into]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(window.iter().map(|s| s.to_string()));
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let args = common(&[]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = run_pull(&refs);
+    assert!(ok, "{err}");
+
+    let args = common(&["--verify"]);
+    let verify: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out, err) = run_pull(&verify);
+    assert!(ok, "a complete copy verifies: {out}{err}");
+    assert!(out.is_empty(), "{out}");
+
+    // Delete a row from the copy: its hour, and only it, differs.
+    let conn = rusqlite::Connection::open(&copy).expect("open copy");
+    let n = conn
+        .execute("DELETE FROM pulled_rows WHERE conn_id = 'lost-1'", [])
+        .expect("delete");
+    assert_eq!(n, 1);
+    drop(conn);
+    let (ok, out, err) = run_pull(&verify);
+    assert!(!ok, "a copy that lost a row fails: {out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(lines[0].starts_with("2026-10-01 08: source "), "{out}");
+    assert!(err.contains("1 hours differ"), "{err}");
+
+    // A source without the endpoint is a clear error.
+    let args: Vec<String> = common(&["--verify"])
+        .into_iter()
+        .map(|a| {
+            if a == base {
+                format!("{base}/elsewhere")
+            } else {
+                a
+            }
+        })
+        .collect();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = run_pull(&refs);
+    assert!(!ok);
+    assert!(err.contains("no per-hour digests"), "{err}");
+    // A file destination cannot be verified: it says so.
+    let file = format!("ndjson:{}", env.path("copy.ndjson").display());
+    let args: Vec<String> = common(&["--verify"])
+        .into_iter()
+        .map(|a| if a == into { file.clone() } else { a })
+        .collect();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = run_pull(&refs);
+    assert!(!ok);
+    assert!(err.contains("cannot be verified"), "{err}");
+}
