@@ -2,6 +2,7 @@
 //! its module. No domain logic lives here.
 
 mod admin;
+mod audit;
 mod import;
 mod progress;
 mod pull;
@@ -62,6 +63,8 @@ enum Command {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Print the consumer audit: one line per request made with a valid token, oldest first.
+    Audit(audit::AuditArgs),
     /// Apply pending database schema migrations (serve and every command also do it on start).
     Migrate,
 }
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
             admin::maintenance(&database(cli.database), state == "on")
         }
         Command::Migrate => admin::migrate(&database(cli.database)),
+        Command::Audit(args) => audit::run(&database(cli.database), args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -87,6 +87,10 @@ pub struct PullArgs {
     /// First retry delay (doubles each attempt, with jitter).
     #[arg(long, default_value = "500ms", hide = true)]
     backoff: String,
+    /// Copy nothing: compare the per-hour digests of source (a voxtrail server) and
+    /// destination over --since..--until and print each hour that differs (exit 1 if any).
+    #[arg(long, conflicts_with = "follow")]
+    verify: bool,
 }
 
 impl PullArgs {
@@ -188,13 +192,46 @@ impl PullArgs {
 
 /// Runs `voxtrail pull`.
 pub fn run(args: PullArgs) -> anyhow::Result<()> {
+    let verifying = args.verify;
     let (config, into, client) = args.check()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if verifying {
+        return rt.block_on(verify(config, into, client));
+    }
     rt.block_on(collect(config, into, client))
+}
+
+/// `--verify`: one line per differing hour on stdout, a summary on stderr; `Err` (exit 1)
+/// when any hour differs.
+async fn verify(config: Config, into: DestSpec, client: Client) -> anyhow::Result<()> {
+    let until = config
+        .until
+        .unwrap_or_else(|| chrono::Utc::now().with_timezone(&config.tz).naive_local());
+    let dest =
+        voxtrail_collect::open(&into, &config.target, voxtrail_collect::no_progress()).await?;
+    let diffs = voxtrail_collect::verify::verify(&client, &*dest, config.since, until).await?;
+    let side = |s: &Option<voxtrail_collect::verify::HourSide>| match s {
+        Some(s) => format!("{} rows {}", s.records, s.digest),
+        None => "no rows".to_owned(),
+    };
+    for d in &diffs {
+        println!(
+            "{}: source {}, destination {}",
+            d.hour,
+            side(&d.source),
+            side(&d.destination)
+        );
+    }
+    if diffs.is_empty() {
+        eprintln!("verify: every hour matches");
+        Ok(())
+    } else {
+        bail!("verify: {} hours differ", diffs.len())
+    }
 }
 
 async fn collect(config: Config, into: DestSpec, client: Client) -> anyhow::Result<()> {

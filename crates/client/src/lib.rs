@@ -224,6 +224,22 @@ impl Client {
         Ok(self.get(REPORTS_PATH, api, params).await?.rows)
     }
 
+    /// The per-hour digests of `ini..=end` (at most 31 days) from a voxtrail server
+    /// (`voxtrail_wire::hours::HOURS_PATH`): rows with `hour`, `records` and `digest`. A
+    /// source without the endpoint answers `Error::Refused { status: 404, .. }`.
+    pub async fn hours(&self, ini: NaiveDateTime, end: NaiveDateTime) -> Result<Vec<Row>, Error> {
+        let (i, e) = (format_wall_clock(ini), format_wall_clock(end));
+        let params = [("date_ini", i.as_str()), ("date_end", e.as_str())];
+        Ok(self
+            .get(
+                voxtrail_wire::hours::HOURS_PATH,
+                voxtrail_wire::CHAT_12,
+                &params,
+            )
+            .await?
+            .rows)
+    }
+
     /// `token_info`: the token's limit and today's use (counts as one use).
     pub async fn token_info(&self) -> Result<TokenInfoRow, Error> {
         let a = self.get(INFORMATION_PATH, "token_info", &[]).await?;

@@ -14,6 +14,7 @@
 //! - [`Destination`] (`dest/`) — the seam: an async, `Send` trait with one `commit` per
 //!   window (rows and checkpoint together) and `checkpoint`. Blocking I/O runs on blocking
 //!   threads, so a collector can run on any tokio runtime, several at once.
+//! - `verify.rs` — `pull --verify`: per-hour digests of source and destination compared.
 //! - `escape.rs` (one record per line), `migrate.rs` (first-format files), `duration.rs`.
 
 pub mod cycle;
@@ -22,6 +23,7 @@ pub mod duration;
 pub mod escape;
 pub mod key;
 mod migrate;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;

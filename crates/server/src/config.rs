@@ -25,6 +25,21 @@ pub struct Config {
     pub maintenance_retry_after_secs: u64,
     /// How often cached tokens and the maintenance switch are re-read from the database.
     pub refresh_interval_ms: u64,
+    pub audit: AuditConfig,
+}
+
+/// The consumer audit (docs/api.md, "Consumer audit").
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Days an audit record is kept; older ones are deleted by the server's background task.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 90 }
+    }
 }
 
 /// The limits of docs/api.md, "Configuration": the size of answers, windows and batches,
@@ -105,6 +120,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             maintenance_retry_after_secs: 300,
             refresh_interval_ms: 2000,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -210,6 +226,10 @@ impl Config {
         anyhow::ensure!(
             l.ingest_max_records >= 1,
             "limits.ingest_max_records must be at least 1"
+        );
+        anyhow::ensure!(
+            self.audit.retention_days >= 1,
+            "audit.retention_days must be at least 1"
         );
         anyhow::ensure!(
             self.refresh_interval_ms >= 10,

@@ -12,6 +12,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v2/reports_manager.php", &["get", "head"]),
     ("/api/v2/information.php", &["get", "head"]),
     ("/api/v2/interactions", &["post"]),
+    ("/api/v2/voxtrail/chat_12/hours", &["get", "head"]),
+    ("/api/v2/voxtrail/chat_12/feed", &["get", "head"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod hours;
 pub mod wall_clock;
 
 /// The name of the only report voxtrail serves.

@@ -85,6 +85,25 @@ pub trait Destination: Send + Sync {
         window: &'a WindowDone,
         rows: Vec<KeyedRow>,
     ) -> BoxFuture<'a, anyhow::Result<CommitOutcome>>;
+
+    /// The JSON text of every stored row whose `date` lies in `ini..=end`, for
+    /// `voxtrail pull --verify` (`verify.rs`). Destinations that cannot list rows by date say
+    /// so.
+    fn rows_between(
+        &self,
+        ini: NaiveDateTime,
+        end: NaiveDateTime,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
+        let _ = (ini, end);
+        Box::pin(async {
+            anyhow::bail!("this destination cannot be verified (use sqlite:// or postgres://)")
+        })
+    }
+}
+
+/// `YYYY-mm-dd HH:ii:ss`, as destinations store `date`.
+pub(crate) fn date_text(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 impl<D: Destination + ?Sized> Destination for Box<D> {
@@ -98,6 +117,14 @@ impl<D: Destination + ?Sized> Destination for Box<D> {
         rows: Vec<KeyedRow>,
     ) -> BoxFuture<'a, anyhow::Result<CommitOutcome>> {
         (**self).commit(window, rows)
+    }
+
+    fn rows_between(
+        &self,
+        ini: NaiveDateTime,
+        end: NaiveDateTime,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
+        (**self).rows_between(ini, end)
     }
 }
 

@@ -147,4 +147,25 @@ impl Destination for PgDestination {
             Ok(out)
         })
     }
+
+    fn rows_between(
+        &self,
+        ini: NaiveDateTime,
+        end: NaiveDateTime,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
+        Box::pin(async move {
+            let (ini, end) = (super::date_text(ini), super::date_text(end));
+            let rows = self
+                .client
+                .query(
+                    "SELECT row FROM pulled_rows
+                      WHERE source = $1 AND report = $2 AND date BETWEEN $3 AND $4 ORDER BY date",
+                    &[&self.source, &self.report, &ini, &end],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| Ok(r.try_get::<_, String>(0)?))
+                .collect()
+        })
+    }
 }

@@ -169,4 +169,24 @@ impl Destination for SqliteDestination {
             Ok(out)
         })
     }
+
+    fn rows_between(
+        &self,
+        ini: NaiveDateTime,
+        end: NaiveDateTime,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
+        let inner = self.inner.clone();
+        let (ini, end) = (super::date_text(ini), super::date_text(end));
+        Box::pin(blocking(move || {
+            let inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut st = inner.conn.prepare_cached(
+                "SELECT row FROM pulled_rows
+                  WHERE source = ?1 AND report = ?2 AND date BETWEEN ?3 AND ?4 ORDER BY date",
+            )?;
+            let rows = st
+                .query_map((&inner.source, &inner.report, &ini, &end), |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(rows)
+        }))
+    }
 }

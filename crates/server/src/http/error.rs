@@ -67,6 +67,12 @@ pub enum ApiError {
     BodyTimeout(std::time::Duration),
     #[error("the database is busy")]
     Busy,
+    /// A change-feed cursor that is malformed, of another operation or never given out.
+    #[error("invalid feed cursor")]
+    InvalidCursor,
+    /// A change-feed `limit` that is not an integer from 1 to the maximum.
+    #[error("invalid feed limit")]
+    InvalidFeedLimit(u32),
     /// The database cannot be reached (PostgreSQL down, restarting or out of connections);
     /// the cause goes to the log only.
     #[error("database unavailable: {0:#}")]
@@ -204,6 +210,12 @@ impl ApiError {
                     "THE REQUEST BODY WAS NOT RECEIVED WITHIN {}",
                     duration_text(*limit)
                 ),
+            ),
+            Self::InvalidCursor => (S::BAD_REQUEST, BAD, "INVALID CURSOR".into()),
+            Self::InvalidFeedLimit(max) => (
+                S::BAD_REQUEST,
+                BAD,
+                format!("limit MUST BE AN INTEGER FROM 1 TO {max}"),
             ),
             Self::Busy => (
                 S::SERVICE_UNAVAILABLE,

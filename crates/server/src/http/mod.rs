@@ -1,10 +1,15 @@
 //! The HTTP API: router, shared state, and the `Application` that binds a listener and runs
 //! until told to stop. Only this layer knows status codes; errors meet the wire in `error.rs`.
 
+pub mod audit;
 pub mod error;
+pub mod etag;
+pub mod feed;
+pub mod hours;
 pub mod ingest;
 pub mod normalize;
 pub mod observe;
+pub mod quota;
 pub mod report;
 pub mod serve;
 
@@ -36,6 +41,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     maintenance: Arc<AtomicBool>,
     metrics: PrometheusHandle,
+    /// Where finished requests' audit records go (`audit.rs`).
+    audit: audit::AuditSink,
 }
 
 impl AppState {
@@ -50,10 +57,13 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// Builds the router with every route and middleware. Paths are normalised before routing
 /// (`normalize.rs`): the outer router sends every request, rewritten, to the inner one.
 pub fn router(state: AppState) -> Router {
+    let audit_sink = state.audit.clone();
     let routes = Router::new()
         .route("/api/v2/reports_manager.php", any(report::report))
         .route("/api/v2/information.php", any(report::token_info))
         .route("/api/v2/interactions", any(ingest::interactions))
+        .route(voxtrail_wire::hours::HOURS_PATH, any(hours::hours))
+        .route(feed::FEED_PATH, any(feed::feed))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -71,7 +81,8 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .layer(axum::middleware::from_fn(observe::observe));
+        .layer(axum::middleware::from_fn(observe::observe))
+        .layer(axum::Extension(audit_sink));
     let normalized = tower::Layer::layer(
         &axum::middleware::map_request(normalize::normalize_request),
         routes,
@@ -159,6 +170,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     state: AppState,
     serve: serve::ServeSettings,
+    audit_writer: audit::AuditWriter,
 }
 
 impl Application {
@@ -174,7 +186,9 @@ impl Application {
             .blocking(|s| s.maintenance())
             .await
             .context("reading the maintenance switch")?;
+        let (audit_sink, audit_writer) = audit::start(store.clone(), config.audit.retention_days);
         let state = AppState {
+            audit: audit_sink,
             auth: Arc::new(Auth::new(Duration::from_millis(config.refresh_interval_ms))),
             maintenance: Arc::new(AtomicBool::new(maintenance)),
             metrics: metrics_handle(),
@@ -185,6 +199,7 @@ impl Application {
             listener,
             state,
             serve,
+            audit_writer,
         })
     }
 
@@ -203,6 +218,7 @@ impl Application {
         let app = router(self.state);
         serve::serve(self.listener, app, self.serve, shutdown).await;
         refresher.abort();
+        self.audit_writer.stop(Duration::from_secs(5)).await;
         if let Err(e) = st.store.flush_usage().await {
             tracing::error!(error = %e, "saving usage counts at shutdown");
         }

@@ -39,7 +39,21 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     req.extensions_mut().insert(id.clone());
     let span = tracing::info_span!("request", request_id = %id.0);
-    let mut resp = next.run(req).instrument(span).await;
+    // The consumer audit (`audit.rs`): the handler notes an accepted token in this cell.
+    let presented = super::audit::Presented::default();
+    let audit = req
+        .extensions()
+        .get::<super::audit::AuditSink>()
+        .cloned()
+        .map(|sink| PendingAudit {
+            sink,
+            presented: presented.clone(),
+            at: chrono::Utc::now(),
+            query: req.uri().query().map(str::to_owned),
+        });
+    let mut resp = super::audit::PRESENTED
+        .scope(presented, next.run(req).instrument(span))
+        .await;
     if resp.extensions().get::<InternalErrorMarker>().is_some() {
         let body = voxtrail_wire::error_body(
             500,
@@ -78,6 +92,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
             status,
             fields,
             start,
+            audit,
         }),
     };
     Response::from_parts(parts, Body::new(observed))
@@ -90,6 +105,43 @@ struct Finished {
     status: StatusCode,
     fields: LogFields,
     start: Instant,
+    audit: Option<PendingAudit>,
+}
+
+/// What the audit record of a request needs besides what the log line has.
+struct PendingAudit {
+    sink: super::audit::AuditSink,
+    presented: super::audit::Presented,
+    at: chrono::DateTime<chrono::Utc>,
+    query: Option<String>,
+}
+
+impl PendingAudit {
+    /// Queues the record when the request presented a valid token.
+    fn offer(self, f: &Finished, bytes: u64, duration_ms: u64) {
+        let noted = self
+            .presented
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some((token_id, operation)) = noted else {
+            return;
+        };
+        let p = super::report::ReportParams::parse(self.query.as_deref());
+        self.sink.offer(crate::store::audit::AuditRecord {
+            at: crate::store::audit::audit_time(self.at),
+            token_id,
+            operation,
+            route: f.route.clone(),
+            api: p.api,
+            date_ini: p.date_ini,
+            date_end: p.date_end,
+            status: f.status.as_u16(),
+            rows: f.fields.rows.unwrap_or(0),
+            bytes,
+            duration_ms,
+        });
+    }
 }
 
 /// Wraps a response body to count its bytes and log once it ends or is dropped.
@@ -134,7 +186,9 @@ impl http_body::Body for Observed {
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        let Some(f) = self.log.take() else { return };
+        let Some(mut f) = self.log.take() else {
+            return;
+        };
         let complete = self.done || self.inner.is_end_stream() || Some(self.bytes) == self.expected;
         let secs = f.start.elapsed().as_secs_f64();
         let status = f.status.as_u16().to_string();
@@ -161,5 +215,8 @@ impl Drop for Observed {
             complete,
             "request"
         );
+        if let Some(a) = f.audit.take() {
+            a.offer(&f, self.bytes, (secs * 1000.0).round() as u64);
+        }
     }
 }

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 
 use super::AppState;
 use super::error::ApiError;
+use super::etag;
 use super::observe::LogFields;
+use super::quota::Quota;
 use crate::auth::AuthFailure;
 use crate::config::EmptyWindow;
 use crate::domain::{Scope, Token, WallClock, Window, WindowError};
@@ -82,7 +84,10 @@ fn check_maintenance(st: &AppState) -> Result<(), ApiError> {
 async fn authenticate(st: &AppState, headers: &HeaderMap, scope: Scope) -> Result<Token, ApiError> {
     let header = headers.get("wolkvox-token").map(HeaderValue::as_bytes);
     match st.auth.check(&st.store, header, scope).await? {
-        Ok(t) => Ok(t),
+        Ok(t) => {
+            super::audit::note_token(&t);
+            Ok(t)
+        }
         Err(AuthFailure::Missing) => Err(ApiError::TokenMissing),
         Err(AuthFailure::Invalid) => Err(ApiError::TokenInvalid),
     }
@@ -113,6 +118,78 @@ fn limits_of(st: &AppState, token: &Token) -> AdmitRequest {
     }
 }
 
+/// The strong ETag of a window's answer from its stored row hashes (`super::etag`).
+async fn window_etag(st: &AppState, token: &Token, window: Window) -> Result<String, ApiError> {
+    let hours = st.store.hour_digests(token.operation.id, window).await?;
+    let (rows, xor) = crate::store::digest::window_of(&hours);
+    Ok(etag::etag(
+        window,
+        st.config.compat.empty_window,
+        rows,
+        &xor,
+    ))
+}
+
+/// A conditional report whose tag matched: `304` with the tag and the quota, no body and no
+/// use counted — unless the daily limit is already used up, which still refuses.
+async fn not_modified(
+    st: &AppState,
+    token: &Token,
+    slot: SlotGuard,
+    tag: String,
+) -> Result<Response, ApiError> {
+    let day = WallClock::now_in(token.operation.tz).day();
+    let used = st.store.used_today(token.id, day).await?;
+    let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
+    if used >= limit {
+        release(slot).await;
+        return Ok(refused(st, token, Refused::DailyLimit).await);
+    }
+    release(slot).await;
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = axum::http::StatusCode::NOT_MODIFIED;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(header::ETAG, v);
+    }
+    Quota::now(limit, used, token.operation.tz).apply(h);
+    resp.extensions_mut().insert(LogFields {
+        operation: Some(token.operation.name.to_string()),
+        rows: Some(0),
+    });
+    Ok(resp)
+}
+
+/// The quota of `token` after a request that brought today's uses to `used`.
+pub(super) fn quota_of(st: &AppState, token: &Token, used: u64) -> Quota {
+    let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
+    Quota::now(limit, used, token.operation.tz)
+}
+
+/// The answer to a refused admission with its quota headers and `Retry-After`: the seconds
+/// until the operation's midnight for the daily limit, one second for a busy slot.
+pub(super) async fn refused(st: &AppState, token: &Token, r: Refused) -> Response {
+    let limit = token.effective_daily_limit(st.config.limits.daily_per_license);
+    let used = match r {
+        Refused::DailyLimit => limit,
+        Refused::Simultaneous => {
+            let day = WallClock::now_in(token.operation.tz).day();
+            // The quota is informative here: a failed look-up reports nothing used.
+            st.store.used_today(token.id, day).await.unwrap_or(0)
+        }
+    };
+    let quota = Quota::now(limit, used, token.operation.tz);
+    let retry_after = match r {
+        Refused::DailyLimit => quota.reset_secs,
+        Refused::Simultaneous => 1,
+    };
+    let mut resp = refusal(st, r).into_response();
+    let h = resp.headers_mut();
+    quota.apply(h);
+    h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
+}
+
 /// The answer to a refused admission.
 fn refusal(st: &AppState, r: Refused) -> ApiError {
     match r {
@@ -123,7 +200,7 @@ fn refusal(st: &AppState, r: Refused) -> ApiError {
     }
 }
 
-const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
+pub(super) const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
 
 /// Frees a slot before the answer goes out, waiting for the database where it lives there.
 pub(super) async fn release(slot: SlotGuard) {
@@ -177,11 +254,53 @@ pub async fn report(
         max_bytes: limits.max_bytes,
     };
     let asked = tokio::time::Instant::now();
-    let admitted = st.store.admit(limits_of(&st, &token), Some(q)).await?;
-    let Admitted { slot, head, .. } = admitted.map_err(|r| refusal(&st, r))?;
+    let req = limits_of(&st, &token);
+    // The ETag is read before the report's snapshot (`super::etag`). With `If-None-Match` the
+    // slot is taken first, the tag compared, and a use counted only when it differs: a `304`
+    // holds a slot and passes the daily limit but does not count (docs/api.md, "Cheap re-polls").
+    let (admitted, tag) = match headers.get(header::IF_NONE_MATCH) {
+        None => {
+            let tag = window_etag(&st, &token, window).await?;
+            (st.store.admit(req, Some(q)).await?, tag)
+        }
+        Some(field) => {
+            let Some(slot) = st.store.take_slot(req.token, req.max_slots).await? else {
+                return Ok(refused(&st, &token, Refused::Simultaneous).await);
+            };
+            let tag = window_etag(&st, &token, window).await?;
+            if etag::matches(field, &tag) {
+                return not_modified(&st, &token, slot, tag).await;
+            }
+            (st.store.admit_held(slot, req, Some(q)).await?, tag)
+        }
+    };
+    let Admitted { slot, head, used } = match admitted {
+        Ok(a) => a,
+        Err(r) => return Ok(refused(&st, &token, r).await),
+    };
+    // Every answer of an admitted request carries the quota (docs/api.md, "Quota headers").
+    let quota = quota_of(&st, &token, used);
+    let mut resp = match answer(&st, &token, &headers, slot, head, asked, tag).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    quota.apply(resp.headers_mut());
+    Ok(resp)
+}
+
+/// Rows 14–17 of an admitted report, then its 200 answer.
+async fn answer(
+    st: &AppState,
+    token: &Token,
+    headers: &HeaderMap,
+    slot: SlotGuard,
+    head: Option<HeadReceiver>,
+    asked: tokio::time::Instant,
+    tag: String,
+) -> Result<Response, ApiError> {
     // 14–16. Result size (records, then bytes) from the head, before the first byte; or the
     // consumption timeout when the head does not come in time.
-    let stream = wait_for_head(head, asked, &st).await?;
+    let stream = wait_for_head(head, asked, st).await?;
     // 17. An empty window in the hosted API's 404 compatibility mode.
     let fields = LogFields {
         operation: Some(token.operation.name.to_string()),
@@ -193,7 +312,7 @@ pub async fn report(
         return Ok(resp);
     }
     // Compression of a large answer is bounded; past the bound it goes out uncompressed.
-    let compressing = compression_turn(&headers, stream.head.body_len);
+    let compressing = compression_turn(headers, stream.head.body_len);
     let body = Body::from_stream(SlotBody {
         chunks: stream.chunks,
         lost: slot.lost(),
@@ -216,6 +335,9 @@ pub async fn report(
         header::CONTENT_LENGTH,
         HeaderValue::from(stream.head.body_len),
     );
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(header::ETAG, v);
+    }
     resp.extensions_mut().insert(fields);
     Ok(resp)
 }
@@ -414,7 +536,11 @@ pub async fn token_info(
         Some(_) => return Err(ApiError::ApiDoesNotExist),
     }
     let admitted = st.store.admit(limits_of(&st, &token), None).await?;
-    let Admitted { slot, used, .. } = admitted.map_err(|r| refusal(&st, r))?;
+    let Admitted { slot, used, .. } = match admitted {
+        Ok(a) => a,
+        Err(r) => return Ok(refused(&st, &token, r).await),
+    };
+    let quota = quota_of(&st, &token, used);
     // Persist pending counts so the operation-wide figure includes every token's uses.
     st.store.flush_usage().await?;
     let day = WallClock::now_in(token.operation.tz).day();
@@ -434,6 +560,7 @@ pub async fn token_info(
     release(slot).await;
     let body = voxtrail_wire::ok_body("1 records were found", &[row]);
     let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    quota.apply(resp.headers_mut());
     resp.extensions_mut().insert(LogFields {
         operation: Some(token.operation.name.to_string()),
         rows: Some(1),

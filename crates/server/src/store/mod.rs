@@ -10,7 +10,10 @@
 //! backend is behind a `Store`.
 
 mod admission;
+pub mod audit;
 mod body;
+pub mod digest;
+pub mod feed;
 pub mod postgres;
 pub mod sqlite;
 pub mod testing;
@@ -312,12 +315,51 @@ impl Store {
         }
     }
 
+    /// The second half of an admission whose slot is already held (a conditional report,
+    /// whose ETag is compared before any use is counted): counts one use against the daily
+    /// limit and, when counted, starts the report. A refused use frees the slot before this
+    /// returns.
+    pub async fn admit_held(
+        &self,
+        slot: SlotGuard,
+        req: AdmitRequest,
+        report: Option<ReportQuery>,
+    ) -> StoreResult<Result<Admitted, Refused>> {
+        let counted = match self {
+            Self::Sqlite(s) => s.count_use(req).await?,
+            Self::Postgres(s) => s.count_use(req).await?,
+        };
+        let Some(used) = counted else {
+            if let Some(h) = slot.release() {
+                let _ = h.await;
+            }
+            return Ok(Err(Refused::DailyLimit));
+        };
+        Ok(Ok(Admitted {
+            slot,
+            used,
+            head: report.map(|q| self.start_report(q)),
+        }))
+    }
+
     /// Takes one of `max` concurrency slots of a token without counting a use (ingestion);
     /// `None` when all are held.
     pub async fn take_slot(&self, token: i64, max: u32) -> StoreResult<Option<SlotGuard>> {
         match self {
             Self::Sqlite(s) => Ok(s.take_slot(token, max)),
             Self::Postgres(s) => s.take_slot(token, max).await,
+        }
+    }
+
+    /// Uses of a token on an operation-local day (`YYYYmmdd`) as the limits see them now:
+    /// on SQLite the count held in this process, on PostgreSQL the shared count.
+    pub async fn used_today(&self, token: i64, day: i64) -> StoreResult<u64> {
+        match self {
+            Self::Sqlite(s) => match s.used_in_memory(token, day) {
+                Some(n) => Ok(n),
+                None => self.blocking(move |s| s.token_usage(token, day)).await,
+            },
+            Self::Postgres(_) => self.blocking(move |s| s.token_usage(token, day)).await,
         }
     }
 

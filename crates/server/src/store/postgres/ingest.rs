@@ -16,6 +16,10 @@ impl PgStore {
         let mut conn = self.conn()?;
         let begun = (|| -> StoreResult<(Statement, Statement)> {
             conn.client().batch_execute("BEGIN")?;
+            // Feed positions are drawn in commit order (`feed.rs`): the operation's feed lock,
+            // held until this transaction ends.
+            let key = super::feed::feed_lock_key(operation_id);
+            conn.client().execute(super::feed::LOCK_FEED, &[&key])?;
             if durability == Durability::Deferred {
                 // Atomic and consistent; only the last commits may be lost on a crash.
                 conn.client()
@@ -175,6 +179,7 @@ impl IngestSink for PgIngest {
     }
 
     fn commit(mut self: Box<Self>) -> StoreResult<()> {
+        test_commit_delay();
         let committed = self
             .conn
             .client()
@@ -216,3 +221,20 @@ SELECT n.conn_id IS NOT NULL,
   FROM input i
   LEFT JOIN ins n ON n.conn_id = i.conn_id
  ORDER BY i.ord";
+
+/// A test hook: with `VOXTRAIL_TEST_COMMIT_DELAY_MS=N`, every ingestion transaction waits a
+/// random 0..N ms before `COMMIT`, so concurrent writers commit in an order other than the one
+/// they started in (the change-feed tests use it to prove nothing is skipped; `feed.rs`).
+fn test_commit_delay() {
+    static DELAY_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let max = *DELAY_MS.get_or_init(|| {
+        std::env::var("VOXTRAIL_TEST_COMMIT_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    if max > 0 {
+        let ms = rand::random_range(0..max);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}

@@ -72,6 +72,9 @@ CREATE TABLE switches (
     // more 5-minute windows per second). Rows written before this migration move when the table is
     // rewritten (VACUUM FULL or pg_repack; docs/operations.md).
     "ALTER TABLE interactions SET (toast_tuple_target = 8160);",
+    super::digest::ROW_HASH_MIGRATION,
+    super::feed::FEED_MIGRATION,
+    super::audit::AUDIT_MIGRATION,
 ];
 
 fn apply_migrations(c: &mut Client) -> StoreResult<i64> {

@@ -23,6 +23,9 @@
 mod admin;
 mod admission;
 mod async_pool;
+mod audit;
+mod digest;
+pub(crate) mod feed;
 mod ingest;
 mod keeper;
 mod migrations;

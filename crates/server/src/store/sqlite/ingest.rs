@@ -47,8 +47,11 @@ pub struct SqliteIngest<'a> {
 impl IngestSink for SqliteIngest<'_> {
     fn insert(&mut self, r: &Interaction) -> StoreResult<InsertOutcome> {
         let mut ins = self.conn.prepare_cached(
-            "INSERT INTO interactions(operation_id, conn_id, local_ts, json_len, json)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(operation_id, conn_id) DO NOTHING",
+            "INSERT INTO interactions(operation_id, conn_id, local_ts, json_len, json, row_hash,
+                                      feed_pos)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6,
+                     (SELECT IFNULL(MAX(feed_pos), 0) + 1 FROM interactions WHERE operation_id = ?1))
+             ON CONFLICT(operation_id, conn_id) DO NOTHING",
         )?;
         let changed = ins
             .execute(params![
@@ -56,7 +59,8 @@ impl IngestSink for SqliteIngest<'_> {
                 r.conn_id,
                 r.date.as_i64(),
                 r.json.len() as i64,
-                r.json
+                r.json,
+                crate::store::digest::row_hash(&r.json).as_slice()
             ])
             .map_err(StoreError::from_sqlite)?;
         if changed == 1 {

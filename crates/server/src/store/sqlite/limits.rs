@@ -133,6 +133,20 @@ impl SqliteStore {
         Ok(Some(c.used))
     }
 
+    /// Counts one use of a request whose slot is already held; `None` when the daily limit
+    /// is used up.
+    pub(crate) async fn count_use(&self, req: AdmitRequest) -> StoreResult<Option<u64>> {
+        self.consume_daily(req.token, req.day, req.daily_limit)
+            .await
+    }
+
+    /// Today's count of a token as held in this process, if it was used since the start.
+    pub(crate) fn used_in_memory(&self, token: i64, day: i64) -> Option<u64> {
+        locked(&self.limits().counts)
+            .get(&(token, day))
+            .map(|c| c.used)
+    }
+
     /// Writes changed daily counts to the database. Entries of days long past are dropped
     /// afterwards.
     pub(crate) async fn flush_usage(&self) -> StoreResult<()> {

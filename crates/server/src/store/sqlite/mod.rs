@@ -11,6 +11,9 @@
 //! and daily counts).
 
 mod admin;
+mod audit;
+mod digest;
+pub(crate) mod feed;
 mod ingest;
 mod limits;
 mod readers;
@@ -40,7 +43,8 @@ const PAGE_SIZE: i64 = 16_384;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 16;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE operations (
     id          INTEGER PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -78,7 +82,11 @@ CREATE TABLE switches (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    digest::ROW_HASH_MIGRATION,
+    feed::FEED_MIGRATION,
+    audit::AUDIT_MIGRATION,
+];
 
 /// The SQLite store. Cheap to clone.
 #[derive(Clone)]
@@ -262,6 +270,9 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(sql)?;
+        if *sql == digest::ROW_HASH_MIGRATION {
+            digest::fill_row_hashes(&tx)?;
+        }
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
         tx.commit()?;
     }
