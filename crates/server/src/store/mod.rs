@@ -11,6 +11,7 @@
 
 mod admission;
 mod body;
+mod mirror;
 pub mod postgres;
 pub mod sqlite;
 pub mod testing;
@@ -23,6 +24,7 @@ use crate::domain::{
 };
 
 pub use admission::{AdmitRequest, Admitted, HeadReceiver, Refused, SlotGuard};
+pub use mirror::{Mirror, MirrorDef, MirrorOutcome};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -36,6 +38,9 @@ pub enum StoreError {
     /// A name offered for a new operation that `OperationName::parse` refuses.
     #[error("invalid operation name: {0}")]
     InvalidOperationName(String),
+    /// A mirror commit for an operation that is no longer a mirror (removed meanwhile).
+    #[error("operation {0} is not a mirror")]
+    NotAMirror(i64),
     #[error("no token with id {0}")]
     NoSuchToken(i64),
     #[error("the database is busy (another writer holds it); try again")]

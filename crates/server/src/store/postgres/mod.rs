@@ -24,6 +24,7 @@ mod admission;
 mod async_pool;
 mod ingest;
 mod migrations;
+mod mirror;
 mod pool;
 mod report;
 

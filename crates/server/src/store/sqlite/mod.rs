@@ -12,6 +12,7 @@
 mod admin;
 mod ingest;
 mod limits;
+mod mirror;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -36,7 +37,8 @@ const PAGE_SIZE: i64 = 16_384;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 16;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE operations (
     id          INTEGER PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -74,7 +76,29 @@ CREATE TABLE switches (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    // Mirrors (store/mirror.rs): one row per mirrored operation, definition and state.
+    r#"
+CREATE TABLE mirrors (
+    operation_id  INTEGER PRIMARY KEY REFERENCES operations(id),
+    url           TEXT NOT NULL,
+    token         TEXT NOT NULL,
+    since         INTEGER NOT NULL,
+    every_secs    INTEGER NOT NULL,
+    lookback_secs INTEGER NOT NULL,
+    window_secs   INTEGER NOT NULL,
+    checkpoint    INTEGER,
+    last_success  TEXT,
+    rows_inserted INTEGER NOT NULL DEFAULT 0,
+    rows_updated  INTEGER NOT NULL DEFAULT 0,
+    errors        INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    halted        INTEGER NOT NULL DEFAULT 0,
+    generation    INTEGER NOT NULL DEFAULT 1,
+    updated_at    TEXT NOT NULL
+);
+"#,
+];
 
 /// The SQLite store. Cheap to clone.
 #[derive(Clone)]
