@@ -63,6 +63,24 @@ pub struct Mirror {
     pub generation: i64,
 }
 
+/// The right to run a mirror, held while it runs: on SQLite the database has one server
+/// process (its lock file), so the lease is free; on PostgreSQL it is a session advisory lock
+/// on a dedicated connection (`postgres/mirror.rs`), gone with that connection.
+pub enum MirrorLease {
+    Sqlite,
+    Postgres(super::postgres::PgMirrorLease),
+}
+
+impl MirrorLease {
+    /// Whether the lease was lost (its PostgreSQL connection closed): the mirror must stop.
+    pub fn is_lost(&self) -> bool {
+        match self {
+            Self::Sqlite => false,
+            Self::Postgres(l) => l.is_lost(),
+        }
+    }
+}
+
 /// What a mirror commit did with a window's rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MirrorOutcome {
@@ -119,6 +137,18 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.mirror_commit(operation_id, &rows, checkpoint),
             Self::Postgres(s) => s.mirror_commit(operation_id, &rows, checkpoint),
+        }
+    }
+
+    /// Takes the lease of a mirror (exactly one runner per mirror across replicas); `None`
+    /// when another runner holds it.
+    pub async fn mirror_lease(&self, operation_id: i64) -> StoreResult<Option<MirrorLease>> {
+        match self {
+            Self::Sqlite(_) => Ok(Some(MirrorLease::Sqlite)),
+            Self::Postgres(s) => Ok(s
+                .mirror_lease(operation_id)
+                .await?
+                .map(MirrorLease::Postgres)),
         }
     }
 

@@ -24,7 +24,7 @@ use crate::domain::{
 };
 
 pub use admission::{AdmitRequest, Admitted, HeadReceiver, Refused, SlotGuard};
-pub use mirror::{Mirror, MirrorDef, MirrorOutcome};
+pub use mirror::{Mirror, MirrorDef, MirrorLease, MirrorOutcome};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -1,6 +1,11 @@
 //! PostgreSQL mirrors: definitions and state in `mirrors`; a mirror commit is one transaction
 //! of three statements (insert the new conn_ids, replace the changed ones in place, move the
 //! checkpoint), each over the whole window as arrays.
+//!
+//! A running mirror holds a lease: a session advisory lock (one-bigint key space,
+//! [`MIRROR_LOCK_BASE`] + operation id) taken with `pg_try_advisory_lock` on a dedicated
+//! connection that lives as long as the lease. A replica that dies (SIGKILL included) closes
+//! that connection with it, and the lock is free for another replica.
 
 use super::PgStore;
 use super::now_utc;
@@ -33,7 +38,54 @@ fn wall_clock(v: i64, what: &str) -> StoreResult<WallClock> {
     WallClock::from_i64(v).ok_or_else(|| StoreError::Corrupt(format!("mirror {what} {v}")))
 }
 
+/// Key space of mirror leases: "mirr" in the high bytes, the operation id in the low ones.
+/// Distinct from the migration lock (one other bigint) and slot locks (two-int4 keys).
+const MIRROR_LOCK_BASE: i64 = 0x6d69_7272_0000_0000;
+
+/// A held mirror lease on PostgreSQL: its connection, and the task driving it.
+pub struct PgMirrorLease {
+    client: tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl PgMirrorLease {
+    /// Whether the lease's connection (and with it the lock) is gone.
+    pub fn is_lost(&self) -> bool {
+        self.client.is_closed() || self.connection.is_finished()
+    }
+}
+
+impl Drop for PgMirrorLease {
+    fn drop(&mut self) {
+        // Closing the session frees the lock.
+        self.connection.abort();
+    }
+}
+
 impl PgStore {
+    /// Takes the lease of a mirror when no other session holds it; `None` when one does.
+    pub async fn mirror_lease(&self, operation_id: i64) -> StoreResult<Option<PgMirrorLease>> {
+        let (client, connection) = self
+            .inner
+            .mirror_config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let connection = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "mirror lease connection ended");
+            }
+        });
+        let lease = PgMirrorLease { client, connection };
+        let key = MIRROR_LOCK_BASE | (operation_id & 0xffff_ffff);
+        let got: bool = lease
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await?
+            .get(0);
+        Ok(got.then_some(lease))
+    }
+
     pub fn set_mirror(&self, d: &MirrorDef) -> StoreResult<()> {
         let mut conn = self.conn()?;
         conn.client().execute(

@@ -39,6 +39,7 @@ use super::{StoreError, StoreResult};
 
 pub(crate) use admission::PgSlot;
 pub use ingest::PgIngest;
+pub use mirror::PgMirrorLease;
 
 /// Default connections per pool (queries; slot locks have a pool of the same size).
 const DEFAULT_POOL_SIZE: usize = 16;
@@ -66,6 +67,8 @@ struct Inner {
     /// Connections held by concurrency slots (their sessions own the advisory locks). A separate
     /// pool, so slot holders waiting for a query connection can never starve each other.
     locks: Arc<AsyncPool>,
+    /// For the dedicated connection of each mirror lease (`mirror.rs`), outside the pools.
+    mirror_config: tokio_postgres::Config,
 }
 
 /// Splits voxtrail's own `pool_size=N` parameter off a URL; the rest goes to the driver.
@@ -137,6 +140,7 @@ impl PgStore {
                 pool: Pool::new(config.clone(), size),
                 reports: AsyncPool::new(report_config, size, CHECKOUT_TIMEOUT),
                 locks: AsyncPool::new(lock_config, size, CHECKOUT_TIMEOUT),
+                mirror_config: async_config.clone(),
             }),
         };
         store.migrate()?;
