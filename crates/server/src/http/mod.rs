@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod ingest;
+pub mod mirrors;
 pub mod normalize;
 pub mod observe;
 pub mod report;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     maintenance: Arc<AtomicBool>,
     metrics: PrometheusHandle,
+    /// Mirrored operations and their checkpoints (`mirrors.rs`), refreshed in `background`.
+    pub mirrors: Arc<mirrors::MirrorView>,
 }
 
 impl AppState {
@@ -170,6 +173,7 @@ impl Application {
             auth: Arc::new(Auth::new(Duration::from_millis(config.refresh_interval_ms))),
             maintenance: Arc::new(AtomicBool::new(maintenance)),
             metrics: metrics_handle(),
+            mirrors: Arc::default(),
             config: Arc::new(config),
             store,
         };
@@ -217,5 +221,20 @@ async fn background(st: AppState) {
         if let Err(e) = st.store.flush_usage().await {
             tracing::warn!(error = %e, "saving usage counts");
         }
+        refresh_mirrors(&st).await;
+    }
+}
+
+/// Re-reads the mirrors for the checkpoint header and the mirror metrics.
+async fn refresh_mirrors(st: &AppState) {
+    let read = st
+        .store
+        .blocking(|s| Ok((s.mirrors()?, s.list_operations()?)))
+        .await;
+    match read {
+        Ok((mirrors, ops)) => st
+            .mirrors
+            .refresh(&mirrors, |id| ops.iter().find(|o| o.id == id).map(|o| o.tz)),
+        Err(e) => tracing::warn!(error = %e, "reading the mirrors"),
     }
 }

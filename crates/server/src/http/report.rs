@@ -208,6 +208,12 @@ pub async fn report(
         header::CONTENT_LENGTH,
         HeaderValue::from(stream.head.body_len),
     );
+    // A mirrored operation says how fresh it is (docs/api.md, "Mirrors").
+    if let Some(cp) = st.mirrors.checkpoint(token.operation.id)
+        && let Ok(v) = HeaderValue::from_str(&super::mirrors::header_value(cp))
+    {
+        h.insert(super::mirrors::CHECKPOINT_HEADER, v);
+    }
     resp.extensions_mut().insert(fields);
     Ok(resp)
 }
