@@ -1,0 +1,290 @@
+//! End-to-end tests of mirrors (docs/api.md, "Mirrors") through the real binary and real
+//! HTTP: `voxtrail mirror set/list/remove/run` against the fault-injecting fake of the hosted
+//! API and against a second `voxtrail serve`; `serve` running mirrors itself; writes refused;
+//! the checkpoint header and the metrics. Every copy is compared with the upstream rows,
+//! normalised to the report's shape: same conn_ids, same contents, no duplicates.
+
+mod common;
+#[path = "../../client/tests/fake/mod.rs"]
+mod fake;
+
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::time::Duration;
+
+use common::{Env, Server, client, eventually, record};
+use fake::{Fake, FakeRow, Fault, Mode, spread};
+use serde_json::Value;
+
+/// `voxtrail mirror set` with the upstream token in the environment.
+fn mirror_set(env: &Env, op: &str, url: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "mirror",
+        "set",
+        "--operation",
+        op,
+        "--url",
+        url,
+        "--timezone",
+        "UTC",
+    ];
+    args.extend_from_slice(extra);
+    env.cmd()
+        .args(&args)
+        .env("VOXTRAIL_UPSTREAM_TOKEN", "upstream-secret-token")
+        .output()
+        .unwrap()
+}
+
+/// Runs a blocking command off the test's runtime (the fake answers on it).
+async fn off<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// An upstream row as the mirror must store it: the eleven fields, in order, strings.
+fn normalised(r: &FakeRow) -> Value {
+    let mut o = serde_json::Map::new();
+    for f in voxtrail_wire::CHAT_12_FIELDS {
+        o.insert(f.to_string(), Value::String(r.get(f).to_owned()));
+    }
+    Value::Object(o)
+}
+
+fn by_conn_id(rows: &[Value]) -> BTreeMap<String, Value> {
+    let map: BTreeMap<String, Value> = rows
+        .iter()
+        .map(|r| (r["conn_id"].as_str().unwrap().to_owned(), r.clone()))
+        .collect();
+    assert_eq!(map.len(), rows.len(), "duplicates in the copy");
+    map
+}
+
+/// The §2 answer's rows for a window, and its checkpoint header.
+async fn report(
+    server: &Server,
+    token: &str,
+    ini: &str,
+    end: &str,
+) -> (Vec<Value>, Option<String>) {
+    let resp = client()
+        .get(server.report_url(ini, end))
+        .header("wolkvox-token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cp = resp
+        .headers()
+        .get("x-voxtrail-mirror-checkpoint")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = resp.json().await.unwrap();
+    (body["data"].as_array().cloned().unwrap_or_default(), cp)
+}
+
+fn expected(fake: &Fake, ini: &str, end: &str) -> BTreeMap<String, Value> {
+    let rows: Vec<Value> = fake
+        .rows()
+        .iter()
+        .filter(|r| {
+            let w: String = r.get("date").chars().filter(char::is_ascii_digit).collect();
+            w.as_str() >= ini && w.as_str() <= end
+        })
+        .map(normalised)
+        .collect();
+    by_conn_id(&rows)
+}
+
+fn list(env: &Env) -> String {
+    env.ok(&["mirror", "list"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_copies_exactly_upserts_changes_and_refuses_writes() {
+    let mut rows = spread("m", 200, "2026-05-01 00:00:00", 1_500);
+    rows.extend(spread("burst", 30, "2026-05-02 12:00:00", 0));
+    let fake = Fake::start(
+        rows,
+        Mode {
+            cap: Some(40),
+            refuse: true,
+            quirks: true,
+        },
+    )
+    .await;
+    fake.script([
+        Fault::Status500,
+        Fault::Reset,
+        Fault::Simultaneous,
+        Fault::Slow(Duration::from_millis(200)),
+        Fault::BadGateway,
+    ]);
+    let env = Env::new();
+    let out = mirror_set(
+        &env,
+        "acme",
+        &fake.url(),
+        &["--since", "20260430000000", "--window", "1d"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Never the token, in list or in the database dump's printed forms.
+    let line = list(&env);
+    assert!(
+        line.starts_with(&format!("acme\t{}\t-\t-\t0\t0\t-", fake.url())),
+        "{line}"
+    );
+    assert!(!line.contains("upstream-secret-token"));
+
+    let e = env_clone(&env);
+    let out = off(move || run_once(&e, "acme")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fake.script_left(), 0, "every fault was met and survived");
+    assert!(fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst) <= 1);
+    let line = list(&env);
+    let cols: Vec<&str> = line.trim_end().split('\t').collect();
+    assert_eq!(cols[4], "230", "{line}");
+    assert_eq!((cols[5], cols[6]), ("0", "-"), "{line}");
+
+    // A late row, a changed row: the next run inserts one and replaces one in place.
+    fake.add_rows([FakeRow::chat12("late", "2026-05-01 00:00:30", true)]);
+    let mut changed = FakeRow::chat12("m3", "2026-05-01 01:15:00", false);
+    changed.fields[7].1 = "edited upstream".into();
+    fake.upsert_row(changed);
+    let e = env_clone(&env);
+    let out = off(move || run_once(&e, "acme")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The lookback (15m) does not reach back to 2026-05-01: make the mirror start over by
+    // moving `since` (rows stay, the copy is upserted, nothing duplicated).
+    let out = mirror_set(
+        &env,
+        "acme",
+        &fake.url(),
+        &["--since", "20260430000001", "--window", "1d"],
+    );
+    assert!(out.status.success());
+    let e = env_clone(&env);
+    let out = off(move || run_once(&e, "acme")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cols: Vec<String> = list(&env)
+        .trim_end()
+        .split('\t')
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        (cols[4].as_str(), cols[5].as_str()),
+        ("231", "1"),
+        "{cols:?}"
+    );
+
+    // Read through §2 with a local token: exactly the upstream rows, several windows.
+    let token = env.token("acme", "report", None);
+    let ingest = env.token("acme", "ingest", None);
+    let server = env.serve(None);
+    for (ini, end) in [
+        ("20260430000000", "20260505000000"),
+        ("20260501000000", "20260501235959"),
+        ("20260502120000", "20260502120000"),
+        ("20260501011500", "20260501011500"),
+    ] {
+        let (got, cp) = report(&server, &token, ini, end).await;
+        assert_eq!(by_conn_id(&got), expected(&fake, ini, end), "{ini}..{end}");
+        let cp = cp.expect("a mirrored operation carries its checkpoint");
+        assert_eq!(cp.len(), 14, "{cp}");
+    }
+    let (got, _) = report(&server, &token, "20260501011500", "20260501011500").await;
+    assert_eq!(got[0]["body"], "edited upstream");
+
+    // Writes by anything else are refused.
+    let resp = client()
+        .post(server.url("/api/v2/interactions"))
+        .header("wolkvox-token", &ingest)
+        .header("content-type", "application/x-ndjson")
+        .body(record("local-1", "2026-05-01 10:00:00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "CONFLICT");
+    assert_eq!(
+        body["msg"],
+        "THE OPERATION IS A MIRROR; WRITE TO ITS SOURCE"
+    );
+    let out = env.run_stdin(
+        &["import", "--operation", "acme", "-"],
+        record("local-2", "2026-05-01 10:00:00").as_bytes(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("THE OPERATION IS A MIRROR; WRITE TO ITS SOURCE")
+    );
+
+    // The metrics name the mirror.
+    let metrics_ok = eventually(Duration::from_secs(10), async || {
+        let text = client()
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.contains("voxtrail_mirror_checkpoint_lag_seconds{operation=\"acme\"}")
+            && text
+                .contains("voxtrail_mirror_rows_total{operation=\"acme\",outcome=\"inserted\"} 231")
+            && text.contains("voxtrail_mirror_rows_total{operation=\"acme\",outcome=\"updated\"} 1")
+            && text.contains("voxtrail_mirror_errors_total{operation=\"acme\"}")
+    })
+    .await;
+    assert!(metrics_ok);
+
+    // Removed: writes are accepted again, and the rows stay.
+    env.ok(&["mirror", "remove", "--operation", "acme"]);
+    assert_eq!(list(&env), "");
+    let (got, _) = report(&server, &token, "20260430000000", "20260505000000").await;
+    assert_eq!(got.len(), 231);
+}
+
+/// `Env` holds a temporary directory; tests hand a copy of its paths to blocking tasks.
+fn env_clone(env: &Env) -> EnvRef {
+    EnvRef {
+        db_url: env.db_url.clone(),
+    }
+}
+
+struct EnvRef {
+    db_url: String,
+}
+
+impl EnvRef {
+    fn cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(common::bin());
+        c.env("VOXTRAIL_DATABASE_URL", &self.db_url);
+        c.env_remove("VOXTRAIL_LOG");
+        c
+    }
+}
+
+fn run_once(env: &EnvRef, op: &str) -> Output {
+    env.cmd()
+        .args(["mirror", "run", "--operation", op, "--once"])
+        .env("VOXTRAIL_MIRROR_BACKOFF_MS", "10")
+        .output()
+        .unwrap()
+}
