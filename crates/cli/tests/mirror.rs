@@ -288,3 +288,301 @@ fn run_once(env: &EnvRef, op: &str) -> Output {
         .output()
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_mirrors_picks_up_changes_and_halts_on_a_refused_token() {
+    // Rows of the last hours (UTC): the lookback re-reads them every cycle.
+    let t0 = chrono::Utc::now().naive_utc() - chrono::Duration::hours(2);
+    let fmt = |t: chrono::NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let compact = |t: chrono::NaiveDateTime| t.format("%Y%m%d%H%M%S").to_string();
+    let (ini, end) = (
+        compact(t0 - chrono::Duration::hours(1)),
+        compact(t0 + chrono::Duration::hours(3)),
+    );
+    let since = compact(t0 - chrono::Duration::minutes(1));
+    let fake = Fake::start(
+        spread("s", 50, &fmt(t0), 60),
+        Mode {
+            quirks: true,
+            ..Mode::default()
+        },
+    )
+    .await;
+    let env = Env::new();
+    env.operation("other", "UTC");
+    let token_other = env.token("other", "report", None);
+    let server = env.serve(None);
+    // Defined while serve runs: picked up within 10 s.
+    let out = mirror_set(
+        &env,
+        "live",
+        &fake.url(),
+        &["--since", &since, "--every", "1s", "--lookback", "3h"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = env.token("live", "report", None);
+    let copied = eventually(Duration::from_secs(12), async || {
+        let (got, _) = report(&server, &token, &ini, &end).await;
+        got.len() == 50
+    })
+    .await;
+    assert!(
+        copied,
+        "serve did not run the new mirror: {}",
+        server.logs()
+    );
+    // Rows changed and added upstream arrive with the next cycles.
+    fake.add_rows([FakeRow::chat12(
+        "new",
+        &fmt(t0 + chrono::Duration::minutes(70)),
+        true,
+    )]);
+    let mut changed = FakeRow::chat12("s1", &fmt(t0 + chrono::Duration::minutes(1)), true);
+    changed.fields[6].1 = "subject changed".into();
+    fake.upsert_row(changed);
+    let caught_up = eventually(Duration::from_secs(12), async || {
+        let (got, _) = report(&server, &token, &ini, &end).await;
+        by_conn_id(&got) == expected(&fake, &ini, &end)
+    })
+    .await;
+    assert!(caught_up);
+    // A non-mirrored operation carries no checkpoint header.
+    let (_, cp) = report(&server, &token_other, &ini, &end).await;
+    assert_eq!(cp, None);
+
+    // The upstream refuses the token: the mirror halts with the error shown.
+    fake.always(Some(Fault::InvalidToken));
+    let halted = eventually(Duration::from_secs(12), async || {
+        let e = env_clone(&env);
+        let line = off(move || {
+            let out = e.cmd().args(["mirror", "list"]).output().unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .await;
+        line.contains("PLEASE VALIDATE TOKEN")
+    })
+    .await;
+    assert!(halted, "{}", list(&env));
+    let requests = fake.requests.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        fake.requests.load(std::sync::atomic::Ordering::SeqCst),
+        requests,
+        "a halted mirror asks nothing more"
+    );
+    // `mirror set` again: the error is cleared and the mirror runs again.
+    fake.always(None);
+    fake.add_rows([FakeRow::chat12(
+        "after-halt",
+        &fmt(t0 + chrono::Duration::minutes(80)),
+        false,
+    )]);
+    let out = mirror_set(
+        &env,
+        "live",
+        &fake.url(),
+        &["--since", &since, "--every", "1s", "--lookback", "3h"],
+    );
+    assert!(out.status.success());
+    let resumed = eventually(Duration::from_secs(12), async || {
+        let (got, _) = report(&server, &token, &ini, &end).await;
+        got.len() == 52
+    })
+    .await;
+    assert!(resumed);
+    assert!(list(&env).trim_end().ends_with("\t-"), "{}", list(&env));
+    assert!(fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst) <= 1);
+    // A clean stop while mirroring.
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_of_another_voxtrail_is_byte_exact() {
+    // The upstream: a voxtrail with rows imported the ordinary way.
+    let up = Env::new();
+    up.operation("src", "UTC");
+    let mut ndjson = String::new();
+    for i in 0..120 {
+        let date = format!("2026-06-0{} {:02}:{:02}:00", 1 + i % 3, i % 24, i % 60);
+        ndjson.push_str(&record(&format!("u{i}"), &date));
+        ndjson.push('\n');
+    }
+    up.import_ndjson("src", &ndjson);
+    let up_token = up.token("src", "report", None);
+    let upstream = up.serve(None);
+
+    let down = Env::new();
+    let token_file = down.path("upstream.token");
+    std::fs::write(&token_file, format!("{up_token}\n")).unwrap();
+    let out = down
+        .cmd()
+        .args([
+            "mirror",
+            "set",
+            "--operation",
+            "copy",
+            "--url",
+            &upstream.url(""),
+            "--since",
+            "20260601000000",
+            "--window",
+            "6h",
+            "--timezone",
+            "UTC",
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .env_remove("VOXTRAIL_UPSTREAM_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = env_clone(&down);
+    let out = off(move || run_once(&e, "copy")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!list(&down).contains(&up_token));
+    let token = down.token("copy", "report", None);
+    let downstream = down.serve(None);
+    for (ini, end) in [
+        ("20260601000000", "20260603235959"),
+        ("20260602000000", "20260602120000"),
+    ] {
+        let a = client()
+            .get(upstream.report_url(ini, end))
+            .header("wolkvox-token", &up_token)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let b = client()
+            .get(downstream.report_url(ini, end))
+            .header("wolkvox-token", &token)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&a),
+            String::from_utf8_lossy(&b),
+            "{ini}..{end}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_commands_refuse_bad_input_and_never_take_the_token_as_a_flag() {
+    let env = Env::new();
+    // No token anywhere.
+    let out = env
+        .cmd()
+        .args([
+            "mirror",
+            "set",
+            "--operation",
+            "x",
+            "--url",
+            "http://127.0.0.1:9",
+            "--since",
+            "20260101000000",
+        ])
+        .env_remove("VOXTRAIL_UPSTREAM_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("VOXTRAIL_UPSTREAM_TOKEN"));
+    // A --token flag does not exist.
+    let out = env.run(&[
+        "mirror",
+        "set",
+        "--operation",
+        "x",
+        "--url",
+        "http://127.0.0.1:9",
+        "--since",
+        "20260101000000",
+        "--token",
+        "t",
+    ]);
+    assert!(!out.status.success());
+    for (extra, text) in [
+        (vec!["--since", "2026"], "--since"),
+        (
+            vec!["--since", "20260101000000", "--every", "0s"],
+            "--every",
+        ),
+        (
+            vec!["--since", "20260101000000", "--window", "soon"],
+            "--window",
+        ),
+    ] {
+        let out = mirror_set(&env, "x", "http://127.0.0.1:9", &extra);
+        assert!(!out.status.success(), "{extra:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(text),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = mirror_set(&env, "x", "ftp://nope", &["--since", "20260101000000"]);
+    assert!(!out.status.success());
+    // An empty or multi-word token file is refused.
+    let f = env.path("t");
+    std::fs::write(&f, "\n").unwrap();
+    let out = env
+        .cmd()
+        .args([
+            "mirror",
+            "set",
+            "--operation",
+            "x",
+            "--server",
+            "123",
+            "--since",
+            "20260101000000",
+            "--token-file",
+        ])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+    // Nothing was defined by the refusals; unknown operations are said so.
+    assert_eq!(list(&env), "");
+    assert!(
+        !env.run(&["mirror", "remove", "--operation", "x"])
+            .status
+            .success()
+    );
+    assert!(
+        !env.run(&["mirror", "run", "--operation", "x", "--once"])
+            .status
+            .success()
+    );
+    // A token refused upstream: `run --once` fails and the error is listed.
+    let fake = Fake::start(Vec::new(), Mode::default()).await;
+    fake.always(Some(Fault::Unauthorized));
+    assert!(
+        mirror_set(&env, "y", &fake.url(), &["--since", "20260101000000"])
+            .status
+            .success()
+    );
+    let e = env_clone(&env);
+    let out = off(move || run_once(&e, "y")).await;
+    assert!(!out.status.success());
+    assert!(list(&env).contains("401"), "{}", list(&env));
+}
