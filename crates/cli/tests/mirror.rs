@@ -586,3 +586,153 @@ async fn mirror_commands_refuse_bad_input_and_never_take_the_token_as_a_flag() {
     assert!(!out.status.success());
     assert!(list(&env).contains("401"), "{}", list(&env));
 }
+
+/// Rows of the mirrored operation over the whole test span, read through §2.
+async fn all_rows(server: &Server, token: &str) -> Vec<Value> {
+    report(server, token, "20260401000000", "20260430235959")
+        .await
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_killed_in_the_middle_of_a_catch_up_resumes_exactly() {
+    // Ten days in one-hour windows, each answer slowed: a catch-up of many windows.
+    let fake = Fake::start(
+        spread("k", 400, "2026-04-10 00:00:00", 2_000),
+        Mode::default(),
+    )
+    .await;
+    fake.always(Some(Fault::Slow(Duration::from_millis(40))));
+    let env = Env::new();
+    let out = mirror_set(
+        &env,
+        "kill",
+        &fake.url(),
+        &["--since", "20260410000000", "--window", "1h"],
+    );
+    assert!(out.status.success());
+    let token = env.token("kill", "report", None);
+    let server = env.serve(None);
+    let midway = eventually(Duration::from_secs(30), async || {
+        let n = all_rows(&server, &token).await.len();
+        n > 20 && n < 300
+    })
+    .await;
+    assert!(midway, "the catch-up did not start");
+    // SIGKILL: no chance to finish a window or save anything. The upstream still finishes
+    // the killed process's request; politeness is measured from the restart on.
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fake.max_in_flight
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let before = all_rows_after_restart(&env, &token, &fake).await;
+    assert_eq!(before, expected(&fake, "20260401000000", "20260430235959"));
+    assert!(fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst) <= 1);
+}
+
+/// Restarts `serve` and waits until the mirror has every upstream row; the copy by conn_id.
+async fn all_rows_after_restart(env: &Env, token: &str, fake: &Fake) -> BTreeMap<String, Value> {
+    let server = env.serve(None);
+    let want = fake.rows().len();
+    let done = eventually(Duration::from_secs(60), async || {
+        all_rows(&server, token).await.len() >= want
+    })
+    .await;
+    assert!(
+        done,
+        "the restarted serve did not finish: {}",
+        server.logs()
+    );
+    by_conn_id(&all_rows(&server, token).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgres_run_a_mirror_once_and_take_over_from_a_killed_one() {
+    let Some(db) = voxtrail_server::store::testing::TestDatabase::create("mirror_replicas") else {
+        return;
+    };
+    let env = Env {
+        dir: tempfile::tempdir().unwrap(),
+        db_url: db.url.clone(),
+    };
+    let fake = Fake::start(
+        spread("p", 300, "2026-04-10 00:00:00", 1_000),
+        Mode::default(),
+    )
+    .await;
+    fake.always(Some(Fault::Slow(Duration::from_millis(30))));
+    let out = mirror_set(
+        &env,
+        "shared",
+        &fake.url(),
+        &[
+            "--since",
+            "20260410000000",
+            "--window",
+            "2h",
+            "--every",
+            "1s",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = env.token("shared", "report", None);
+    let a = env.serve(None);
+    let b = env.serve(None);
+    let want = expected(&fake, "20260401000000", "20260430235959");
+    let done = eventually(Duration::from_secs(60), async || {
+        all_rows(&a, &token).await.len() >= want.len()
+    })
+    .await;
+    assert!(done);
+    assert_eq!(by_conn_id(&all_rows(&b, &token).await), want);
+    assert_eq!(
+        fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one request at a time for the token, across replicas"
+    );
+    // Exactly one replica runs it; SIGKILL that one, and the other takes over.
+    let running = |s: &Server| s.logs().contains("mirror running");
+    let ran = eventually(Duration::from_secs(5), async || running(&a) || running(&b)).await;
+    assert!(ran);
+    assert!(
+        !(running(&a) && running(&b)),
+        "both replicas ran the mirror"
+    );
+    let (holder, other) = if running(&a) { (a, b) } else { (b, a) };
+    drop(holder);
+    fake.add_rows([FakeRow::chat12("after-kill", "2026-04-12 00:00:00", true)]);
+    // The lookback (15m) does not reach 2026-04-12: redefine `since` so the survivor reads
+    // the span again (and the restart of the run is part of what is tested).
+    let out = mirror_set(
+        &env,
+        "shared",
+        &fake.url(),
+        &[
+            "--since",
+            "20260410000001",
+            "--window",
+            "2h",
+            "--every",
+            "1s",
+        ],
+    );
+    assert!(out.status.success());
+    let took_over = eventually(Duration::from_secs(40), async || {
+        all_rows(&other, &token).await.len() > want.len()
+    })
+    .await;
+    assert!(took_over, "{}", other.logs());
+    assert!(running(&other));
+    assert_eq!(
+        by_conn_id(&all_rows(&other, &token).await),
+        expected(&fake, "20260401000000", "20260430235959")
+    );
+    assert_eq!(
+        fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
