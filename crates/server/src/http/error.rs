@@ -323,4 +323,12 @@ mod tests {
         let resp = ApiError::from(e).into_response();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
+
+    #[test]
+    fn a_write_into_a_mirror_is_a_409_conflict() {
+        let (status, error, msg) = ApiError::MirrorWriteRefused.parts();
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(error, "CONFLICT");
+        assert_eq!(msg, "THE OPERATION IS A MIRROR; WRITE TO ITS SOURCE");
+    }
 }
