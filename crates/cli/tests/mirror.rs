@@ -736,3 +736,57 @@ async fn two_replicas_on_postgres_run_a_mirror_once_and_take_over_from_a_killed_
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_of_61000_rows_cut_short_silently_upstream_is_copied_whole() {
+    // The hosted API cuts an answer at 60,000 rows without saying so: the day is halved.
+    let fake = Fake::start(
+        spread("d", 61_000, "2026-04-15 00:00:00", 1),
+        Mode {
+            cap: Some(60_000),
+            refuse: false,
+            quirks: true,
+        },
+    )
+    .await;
+    let env = Env::new();
+    let out = mirror_set(
+        &env,
+        "big",
+        &fake.url(),
+        &["--since", "20260415000000", "--window", "1d"],
+    );
+    assert!(out.status.success());
+    let e = env_clone(&env);
+    let out = off(move || run_once(&e, "big")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cols: Vec<String> = list(&env)
+        .trim_end()
+        .split('\t')
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(cols[4], "61000", "{cols:?}");
+    let token = env.token("big", "report", None);
+    let server = env.serve(None);
+    // Read back in two halves (a §2 answer holds at most 60,000 rows).
+    let mut got = report(&server, &token, "20260415000000", "20260415080000")
+        .await
+        .0;
+    got.extend(
+        report(&server, &token, "20260415080001", "20260415235959")
+            .await
+            .0,
+    );
+    assert_eq!(
+        by_conn_id(&got),
+        expected(&fake, "20260415000000", "20260415235959")
+    );
+    assert_eq!(
+        fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}

@@ -229,7 +229,16 @@ async fn background(st: AppState) {
 async fn refresh_mirrors(st: &AppState) {
     let read = st
         .store
-        .blocking(|s| Ok((s.mirrors()?, s.list_operations()?)))
+        .blocking(|s| {
+            let mirrors = s.mirrors()?;
+            // Time zones for the lag, only when there is a mirror to measure.
+            let ops = if mirrors.is_empty() {
+                Vec::new()
+            } else {
+                s.list_operations()?
+            };
+            Ok((mirrors, ops))
+        })
         .await;
     match read {
         Ok((mirrors, ops)) => st
