@@ -27,10 +27,12 @@ use voxtrail_collect::{
 };
 use voxtrail_server::Store;
 use voxtrail_server::domain::{Interaction, Operation, OperationTz, WallClock};
+use voxtrail_server::http::mirrors::MirrorView;
 use voxtrail_server::store::{Mirror, MirrorDef};
 
-/// How often the supervisor re-reads the mirror definitions (a `mirror set` is picked up
-/// within this, and a lease another replica lost is tried for as often).
+/// How often the supervisor looks at the mirror definitions (the server re-reads them about
+/// every second, `MirrorView`; a `mirror set` is picked up within both), and how often a lease
+/// held by another replica is tried for.
 const POLL: Duration = Duration::from_secs(5);
 /// Time allowed for one upstream request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -498,20 +500,21 @@ impl Supervisor {
     }
 }
 
-/// Starts the supervisor of `voxtrail serve`: every [`POLL`] it reads the mirror
-/// definitions, starts a run for each new one (once it holds the mirror's lease), restarts
-/// those `mirror set` changed, and stops the removed and halted ones.
-pub fn spawn_supervisor(store: Store) -> Supervisor {
+/// Starts the supervisor of `voxtrail serve`: every [`POLL`] it looks at the mirror
+/// definitions the server last read (`view`), starts a run for each new one (once it holds
+/// the mirror's lease), restarts those `mirror set` changed, and stops the removed and halted
+/// ones. It makes no database read of its own.
+pub fn spawn_supervisor(store: Store, view: Arc<MirrorView>) -> Supervisor {
     let stop = Stop::new();
-    let task = tokio::spawn(supervise(store, stop.clone()));
+    let task = tokio::spawn(supervise(store, view, stop.clone()));
     Supervisor { stop, task }
 }
 
-async fn supervise(store: Store, stop: Stop) {
+async fn supervise(store: Store, view: Arc<MirrorView>, stop: Stop) {
     let mut running: HashMap<i64, Running> = HashMap::new();
     loop {
-        match store.blocking(|s| s.mirrors()).await {
-            Ok(mirrors) => {
+        match view.mirrors() {
+            Some(mirrors) => {
                 let wanted: HashMap<i64, &Mirror> = mirrors
                     .iter()
                     .filter(|m| !m.halted)
@@ -545,10 +548,16 @@ async fn supervise(store: Store, stop: Stop) {
                     );
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not read the mirror definitions"),
+            // Not read yet (the server reads them within a second of starting).
+            None => {}
         }
+        let wait = if view.mirrors().is_some() {
+            POLL
+        } else {
+            Duration::from_millis(200)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.stopped() => break,
         }
     }

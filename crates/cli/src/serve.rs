@@ -136,7 +136,7 @@ async fn run(
         );
     }
     // Mirrors run on this runtime beside the server (crates/cli/src/mirror.rs).
-    let supervisor = crate::mirror::spawn_supervisor(mirrors);
+    let supervisor = crate::mirror::spawn_supervisor(mirrors, app.mirror_view());
     let served = app.run_until_stopped(shutdown_signal()).await;
     supervisor.shutdown().await;
     drop(lock);

@@ -4,11 +4,14 @@
 //! of its own, and `/metrics` has the mirrors' lag, rows and errors (written from the stored
 //! counters, so every replica shows the same numbers whichever one runs the mirror).
 //!
+//! The same view hands the mirror definitions to the runner of `voxtrail serve`
+//! ([`MirrorView::mirrors`]), so the runner polls no database of its own.
+//!
 //! Writes into a mirrored operation are refused from the store itself, not from this view
 //! (`ingest.rs`): a `mirror set` takes effect on the next write, not a second later.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use crate::domain::WallClock;
 use crate::store::Mirror;
@@ -20,6 +23,8 @@ pub const CHECKPOINT_HEADER: &str = "x-voxtrail-mirror-checkpoint";
 #[derive(Debug, Default)]
 pub struct MirrorView {
     checkpoints: RwLock<HashMap<i64, Option<WallClock>>>,
+    /// The mirrors as last read; `None` until the first read.
+    mirrors: RwLock<Option<Arc<Vec<Mirror>>>>,
 }
 
 impl MirrorView {
@@ -30,6 +35,14 @@ impl MirrorView {
             .unwrap_or_else(|p| p.into_inner())
             .get(&operation_id)
             .copied()
+    }
+
+    /// The mirrors (definitions and state) as last read, `None` before the first read.
+    pub fn mirrors(&self) -> Option<Arc<Vec<Mirror>>> {
+        self.mirrors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Replaces the view with the stored mirrors and updates the mirror metrics.
@@ -57,6 +70,7 @@ impl MirrorView {
             }
         }
         *self.checkpoints.write().unwrap_or_else(|p| p.into_inner()) = map;
+        *self.mirrors.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(mirrors.to_vec()));
     }
 }
 
@@ -83,5 +97,8 @@ mod tests {
     fn the_view_knows_only_mirrors() {
         let v = MirrorView::default();
         assert_eq!(v.checkpoint(1), None);
+        assert!(v.mirrors().is_none());
+        v.refresh(&[], |_| None);
+        assert_eq!(v.mirrors().unwrap().len(), 0);
     }
 }

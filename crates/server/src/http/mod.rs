@@ -184,6 +184,12 @@ impl Application {
         })
     }
 
+    /// The mirrors as the server last read them (about every second): what the mirror runner
+    /// of `voxtrail serve` starts and stops.
+    pub fn mirror_view(&self) -> Arc<mirrors::MirrorView> {
+        self.state.mirrors.clone()
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
