@@ -513,43 +513,40 @@ pub fn spawn_supervisor(store: Store, view: Arc<MirrorView>) -> Supervisor {
 async fn supervise(store: Store, view: Arc<MirrorView>, stop: Stop) {
     let mut running: HashMap<i64, Running> = HashMap::new();
     loop {
-        match view.mirrors() {
-            Some(mirrors) => {
-                let wanted: HashMap<i64, &Mirror> = mirrors
-                    .iter()
-                    .filter(|m| !m.halted)
-                    .map(|m| (m.def.operation_id, m))
-                    .collect();
-                running.retain(|id, r| {
-                    let keep = wanted.get(id).is_some_and(|m| m.generation == r.generation)
-                        && !r.task.is_finished();
-                    if !keep {
-                        r.stop.stop();
-                    }
-                    keep
-                });
-                for (id, m) in wanted {
-                    if running.contains_key(&id) {
-                        continue;
-                    }
-                    let run_stop = Stop::new();
-                    let task = tokio::spawn(run_supervised(
-                        store.clone(),
-                        (*m).clone(),
-                        run_stop.clone(),
-                    ));
-                    running.insert(
-                        id,
-                        Running {
-                            generation: m.generation,
-                            stop: run_stop,
-                            task,
-                        },
-                    );
+        // `None`: not read yet (the server reads them within a second of starting).
+        if let Some(mirrors) = view.mirrors() {
+            let wanted: HashMap<i64, &Mirror> = mirrors
+                .iter()
+                .filter(|m| !m.halted)
+                .map(|m| (m.def.operation_id, m))
+                .collect();
+            running.retain(|id, r| {
+                let keep = wanted.get(id).is_some_and(|m| m.generation == r.generation)
+                    && !r.task.is_finished();
+                if !keep {
+                    r.stop.stop();
                 }
+                keep
+            });
+            for (id, m) in wanted {
+                if running.contains_key(&id) {
+                    continue;
+                }
+                let run_stop = Stop::new();
+                let task = tokio::spawn(run_supervised(
+                    store.clone(),
+                    (*m).clone(),
+                    run_stop.clone(),
+                ));
+                running.insert(
+                    id,
+                    Running {
+                        generation: m.generation,
+                        stop: run_stop,
+                        task,
+                    },
+                );
             }
-            // Not read yet (the server reads them within a second of starting).
-            None => {}
         }
         let wait = if view.mirrors().is_some() {
             POLL
