@@ -177,6 +177,8 @@ impl Application {
             config: Arc::new(config),
             store,
         };
+        // Mirrored operations carry their checkpoint from the first answer on.
+        refresh_mirrors(&state).await;
         Ok(Self {
             listener,
             state,
