@@ -790,3 +790,38 @@ async fn a_day_of_61000_rows_cut_short_silently_upstream_is_copied_whole() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_up_daily_limit_waits_for_midnight_without_asking_again() {
+    let fake = Fake::start(Vec::new(), Mode::default()).await;
+    fake.always(Some(Fault::TokenLimit));
+    let env = Env::new();
+    let server = env.serve(None);
+    let out = mirror_set(
+        &env,
+        "quota",
+        &fake.url(),
+        &["--since", "20260501000000", "--every", "1s"],
+    );
+    assert!(out.status.success());
+    let recorded = eventually(Duration::from_secs(15), async || {
+        let e = env_clone(&env);
+        off(move || {
+            let out = e.cmd().args(["mirror", "list"]).output().unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .await
+        .contains("TOKEN LIMIT EXCEEDED")
+    })
+    .await;
+    assert!(recorded, "{}", list(&env));
+    // The refusal and its one token_info call; then nothing until the operation's midnight,
+    // although the mirror cycles every second.
+    let asked = fake.requests.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        fake.requests.load(std::sync::atomic::Ordering::SeqCst),
+        asked
+    );
+    assert!(server.terminate().success());
+}
