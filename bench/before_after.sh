@@ -25,6 +25,17 @@ IMPORT_ROWS=${IMPORT_ROWS:-200000}
 command -v curl >/dev/null || { log "curl is required"; exit 1; }
 
 ensure_polls_db
+# The binary after a change may migrate the schema (new columns, indexes) and the one before
+# may refuse a newer schema: each serves its own copy of the same rows, the after copy
+# migrated before anything is measured.
+BEFORE_DB=$POLLS_DB
+AFTER_DB="$OUT_DIR/polls.after.db"
+if [ ! -f "$AFTER_DB" ] || [ "$POLLS_DB" -nt "$AFTER_DB" ]; then
+    rm -f "$AFTER_DB" "$AFTER_DB-wal" "$AFTER_DB-shm"
+    sqlite3 "$POLLS_DB" ".backup '$AFTER_DB'"
+fi
+"$AFTER" --database "sqlite://$AFTER_DB" migrate >&2
+cat "$AFTER_DB" >/dev/null
 TOKEN=$(awk '$1 == "op01" {print $2; exit}' "$POLLS_TOKENS")
 read -r INI END < <(python3 - "$POLLS_DB" <<'PY'
 import sqlite3, sys
@@ -47,11 +58,11 @@ RES="$OUT_DIR/before_after.results.jsonl"
 : >"$RES"
 now_s() { printf '%s\n' "$EPOCHREALTIME"; }
 
-# measure LABEL BINARY ROUND
+# measure LABEL BINARY ROUND DATABASE
 measure() {
-    local label=$1 bin=$2 round=$3 port pid url t0 t1 i db
+    local label=$1 bin=$2 round=$3 served=$4 port pid url t0 t1 i db
     port=$(free_port)
-    start_bg "$OUT_DIR/before_after.$label.log" "$bin" --database "sqlite://$POLLS_DB" serve --listen "127.0.0.1:$port"
+    start_bg "$OUT_DIR/before_after.$label.log" "$bin" --database "sqlite://$served" serve --listen "127.0.0.1:$port"
     pid=$BG_PID
     wait_port "$port" "$pid"
     for conns in 32 1; do
@@ -80,11 +91,11 @@ measure() {
 
 for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then
-        measure before "$BEFORE" "$round"
-        measure after "$AFTER" "$round"
+        measure before "$BEFORE" "$round" "$BEFORE_DB"
+        measure after "$AFTER" "$round" "$AFTER_DB"
     else
-        measure after "$AFTER" "$round"
-        measure before "$BEFORE" "$round"
+        measure after "$AFTER" "$round" "$AFTER_DB"
+        measure before "$BEFORE" "$round" "$BEFORE_DB"
     fi
 done
 

@@ -168,6 +168,7 @@ pub fn run(database: &str, args: ImportArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let store = Store::open(database).with_context(|| format!("opening database {database}"))?;
     let op = store.operation(&args.operation)?;
+    refuse_mirror(&store, op.id)?;
 
     // Every format is read as a stream, one record at a time (at most
     // `ingest::MAX_RECORD_BYTES` of it kept), so memory does not grow with the input.
@@ -393,6 +394,7 @@ fn run_mail(database: &str, format: MailFormat, args: ImportArgs) -> anyhow::Res
     let names = Rc::new(names);
     let store = Store::open(database).with_context(|| format!("opening database {database}"))?;
     let op = store.operation(&args.operation)?;
+    refuse_mirror(&store, op.id)?;
     let tz = op.tz;
     let strict = args.strict;
 
@@ -481,4 +483,12 @@ fn run_mail(database: &str, format: MailFormat, args: ImportArgs) -> anyhow::Res
         Err(IngestError::Conflicts(ids)) => Err(conflicts(&ids, "messages")),
         Err(e) => Err(anyhow::Error::new(e).context("nothing was imported")),
     }
+}
+
+/// A mirrored operation takes rows from its upstream only (docs/api.md, "Mirrors").
+fn refuse_mirror(store: &Store, operation_id: i64) -> anyhow::Result<()> {
+    if store.mirror(operation_id)?.is_some() {
+        anyhow::bail!(voxtrail_server::http::error::MIRROR_WRITE_REFUSED);
+    }
+    Ok(())
 }

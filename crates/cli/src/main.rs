@@ -4,6 +4,7 @@
 mod admin;
 mod audit;
 mod import;
+mod mirror;
 mod progress;
 mod pull;
 mod serve;
@@ -58,6 +59,10 @@ enum Command {
     Seed(admin::SeedArgs),
     /// Copy a report (this server or the hosted API) into SQLite, PostgreSQL, NDJSON or CSV.
     Pull(Box<pull::PullArgs>),
+    /// Mirror the chat_12 report of an upstream API (the hosted one, or another voxtrail)
+    /// into a local operation; every `voxtrail serve` on the database runs the mirrors.
+    #[command(subcommand)]
+    Mirror(mirror::MirrorCmd),
     /// Switch maintenance mode on or off for every server sharing the database.
     Maintenance {
         #[arg(value_parser = ["on", "off"])]
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(&database(cli.database), args),
         Command::Seed(args) => admin::seed(&database(cli.database), args),
         Command::Pull(args) => pull::run(*args),
+        Command::Mirror(cmd) => mirror::command(&database(cli.database), cmd),
         Command::Maintenance { state } => {
             admin::maintenance(&database(cli.database), state == "on")
         }

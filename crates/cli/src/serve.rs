@@ -1,5 +1,5 @@
 //! `voxtrail serve` and `voxtrail demo`: build the configuration, open the store, run the
-//! application until SIGTERM or Ctrl-C.
+//! application (and the mirrors' supervisor, `mirror.rs`) until SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -119,6 +119,7 @@ async fn run(
     demo: Option<Demo>,
     mut lock: Option<ServeLock>,
 ) -> anyhow::Result<()> {
+    let mirrors = store.clone();
     let app = Application::build(cfg, store).await?;
     let addr = app.local_addr()?;
     if let Some(lock) = &mut lock {
@@ -134,7 +135,10 @@ async fn run(
             d.token, d.ini, d.end
         );
     }
+    // Mirrors run on this runtime beside the server (crates/cli/src/mirror.rs).
+    let supervisor = crate::mirror::spawn_supervisor(mirrors, app.mirror_view());
     let served = app.run_until_stopped(shutdown_signal()).await;
+    supervisor.shutdown().await;
     drop(lock);
     served
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use voxtrail_server::domain::{Interaction, OperationTz, Scope, TokenSecret, WallClock, Window};
 use voxtrail_server::store::testing::TestDatabase;
 use voxtrail_server::store::{
-    AdmitRequest, Admitted, InsertOutcome, Refused, ReportHead, ReportQuery, ReportRefusal,
-    SlotGuard, Store, StoreError,
+    AdmitRequest, Admitted, InsertOutcome, MirrorDef, MirrorOutcome, Refused, ReportHead,
+    ReportQuery, ReportRefusal, SlotGuard, Store, StoreError,
 };
 
 /// A store under test; the store is dropped before its database.
@@ -77,6 +77,9 @@ conformance!(
     slots_are_checked_before_the_daily_limit_and_shared_with_ingestion,
     operation_names_are_checked_on_the_way_in_and_out,
     concurrent_admissions_of_one_token_never_share_a_slot,
+    mirrors_are_set_listed_redefined_and_removed,
+    a_mirror_commit_upserts_in_place_with_its_checkpoint,
+    a_mirror_commit_after_removal_keeps_nothing,
 );
 
 fn tz() -> OperationTz {
@@ -1041,4 +1044,187 @@ fn concurrent_admissions_of_one_token_never_share_a_slot(s: &Store, f: &Fixture)
             }
         }
     });
+}
+
+fn mirror_def(op: i64, url: &str, since: i64) -> MirrorDef {
+    MirrorDef {
+        operation_id: op,
+        url: url.into(),
+        token: "upstream-secret".into(),
+        since: WallClock::from_i64(since).unwrap(),
+        every_secs: 300,
+        lookback_secs: 900,
+        window_secs: 86_400,
+    }
+}
+
+fn mirrors_are_set_listed_redefined_and_removed(s: &Store, _: &Fixture) {
+    let b = s.create_operation("b-op", tz(), 1).unwrap();
+    let a = s.create_operation("a-op", tz(), 1).unwrap();
+    assert!(s.mirrors().unwrap().is_empty());
+    s.set_mirror(&mirror_def(b.id, "http://up/b", 20_261_001_000_000))
+        .unwrap();
+    s.set_mirror(&mirror_def(a.id, "http://up/a", 20_261_001_000_000))
+        .unwrap();
+    let all = s.mirrors().unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.operation.as_str()).collect::<Vec<_>>(),
+        ["a-op", "b-op"]
+    );
+    let m = s.mirror(a.id).unwrap().unwrap();
+    assert_eq!(m.def, mirror_def(a.id, "http://up/a", 20_261_001_000_000));
+    assert_eq!((m.checkpoint, m.rows_inserted, m.errors), (None, 0, 0));
+    assert!(!m.halted && m.last_error.is_none() && m.last_success.is_none());
+    let g0 = m.generation;
+
+    // A commit moves the checkpoint; an error is recorded and can halt the mirror.
+    s.mirror_commit(a.id, &[], WallClock::from_i64(20_261_001_120_000).unwrap())
+        .unwrap();
+    s.mirror_error(a.id, "403 PLEASE VALIDATE TOKEN", true)
+        .unwrap();
+    let m = s.mirror(a.id).unwrap().unwrap();
+    assert_eq!(m.checkpoint.unwrap().as_i64(), 20_261_001_120_000);
+    assert!(m.last_success.is_some());
+    assert_eq!(m.errors, 1);
+    assert!(m.halted);
+    assert_eq!(m.last_error.as_deref(), Some("403 PLEASE VALIDATE TOKEN"));
+
+    // Set again with the same upstream: the halt is lifted, the checkpoint kept, the
+    // generation moves.
+    let mut d = mirror_def(a.id, "http://up/a", 20_261_001_000_000);
+    d.token = "new-secret".into();
+    d.every_secs = 60;
+    s.set_mirror(&d).unwrap();
+    let m = s.mirror(a.id).unwrap().unwrap();
+    assert!(!m.halted && m.last_error.is_none());
+    assert_eq!(m.def.token, "new-secret");
+    assert_eq!(m.def.every_secs, 60);
+    assert_eq!(m.checkpoint.unwrap().as_i64(), 20_261_001_120_000);
+    assert!(m.generation > g0);
+    // Another upstream: the checkpoint starts over.
+    s.set_mirror(&mirror_def(a.id, "http://other/a", 20_261_001_000_000))
+        .unwrap();
+    assert_eq!(s.mirror(a.id).unwrap().unwrap().checkpoint, None);
+
+    // A hostile, huge error text is stored bounded.
+    s.mirror_error(b.id, &"x".repeat(100_000), false).unwrap();
+    assert!(s.mirror(b.id).unwrap().unwrap().last_error.unwrap().len() < 1_000);
+
+    assert!(s.remove_mirror(a.id).unwrap());
+    assert!(!s.remove_mirror(a.id).unwrap());
+    assert!(s.mirror(a.id).unwrap().is_none());
+    assert_eq!(s.mirrors().unwrap().len(), 1);
+}
+
+fn a_mirror_commit_upserts_in_place_with_its_checkpoint(s: &Store, _: &Fixture) {
+    let op = s.create_operation("mirrored", tz(), 1).unwrap();
+    s.set_mirror(&mirror_def(op.id, "http://up", 20_261_001_000_000))
+        .unwrap();
+    let cp = |v: i64| WallClock::from_i64(v).unwrap();
+    let first = [
+        rec("a", 20_261_001_010_000, "1"),
+        rec("b", 20_261_001_010_000, "2"),
+        rec("c", 20_261_001_020_000, "3"),
+    ];
+    let out = s
+        .mirror_commit(op.id, &first, cp(20_261_001_235_959))
+        .unwrap();
+    assert_eq!(
+        out,
+        MirrorOutcome {
+            inserted: 3,
+            updated: 0,
+            unchanged: 0
+        }
+    );
+    // "a" changed upstream (same second), "c" moved to another time, "d" is new, "b" is
+    // repeated within the window (the last occurrence wins), "b" is as stored.
+    let a2 = rec("a", 20_261_001_010_000, "1 edited");
+    let c2 = rec("c", 20_261_001_005_000, "3 moved");
+    let second = [
+        a2.clone(),
+        rec("b", 20_261_001_010_000, "something else"),
+        rec("b", 20_261_001_010_000, "2"),
+        c2.clone(),
+        rec("d", 20_261_001_030_000, "4"),
+    ];
+    // The feed position before the second window: what it replaces or adds comes after it.
+    let rt = runtime();
+    let before = rt.block_on(s.feed(op.id, 0, 10_000)).unwrap().unwrap().last;
+    // An older checkpoint never moves the stored one back.
+    let out = s
+        .mirror_commit(op.id, &second, cp(20_261_001_120_000))
+        .unwrap();
+    assert_eq!(
+        out,
+        MirrorOutcome {
+            inserted: 1,
+            updated: 2,
+            unchanged: 1
+        }
+    );
+    let m = s.mirror(op.id).unwrap().unwrap();
+    assert_eq!(m.checkpoint.unwrap().as_i64(), 20_261_001_235_959);
+    assert_eq!((m.rows_inserted, m.rows_updated), (4, 2));
+    // "a" kept its place before "b" (same second), "c" is found at its new time.
+    let (head, body) = report(s, query(op.id, 20_261_001_000_000, 20_261_001_235_959)).unwrap();
+    let want = expected_body(&[&c2, &a2, &first[1], &second[4]]);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        String::from_utf8(want).unwrap()
+    );
+    assert_eq!(head.rows, 4);
+    // Replaced and new rows carry their own hashes (the digests equal the report's rows) and
+    // come again in the feed, in their latest version.
+    let window = Window::parse("20261001000000", "20261001235959", 31).unwrap();
+    let digests = rt.block_on(s.hour_digests(op.id, window)).unwrap();
+    let mut stored = [0u8; 32];
+    for r in [&c2, &a2, &first[1], &second[4]] {
+        for (x, b) in stored
+            .iter_mut()
+            .zip(voxtrail_server::store::digest::row_hash(&r.json))
+        {
+            *x ^= b;
+        }
+    }
+    let mut served = [0u8; 32];
+    for d in &digests {
+        for (x, b) in served.iter_mut().zip(d.xor) {
+            *x ^= b;
+        }
+    }
+    assert_eq!(served, stored, "hour digests follow replaced rows");
+    let page = rt.block_on(s.feed(op.id, before, 10_000)).unwrap().unwrap();
+    // One commit: its rows' order among themselves is the backend's.
+    let mut changed: Vec<&[u8]> = page.rows.iter().map(Vec::as_slice).collect();
+    changed.sort();
+    let mut want = vec![
+        a2.json.as_slice(),
+        c2.json.as_slice(),
+        second[4].json.as_slice(),
+    ];
+    want.sort();
+    assert_eq!(changed, want, "the feed gives each changed or new row once");
+    // Committing the same window again changes nothing.
+    let out = s
+        .mirror_commit(op.id, &second, cp(20_261_001_235_959))
+        .unwrap();
+    assert_eq!((out.inserted, out.updated, out.unchanged), (0, 0, 4));
+}
+
+fn a_mirror_commit_after_removal_keeps_nothing(s: &Store, _: &Fixture) {
+    let op = s.create_operation("gone", tz(), 1).unwrap();
+    s.set_mirror(&mirror_def(op.id, "http://up", 20_261_001_000_000))
+        .unwrap();
+    s.remove_mirror(op.id).unwrap();
+    let err = s
+        .mirror_commit(
+            op.id,
+            &[rec("a", 20_261_001_010_000, "1")],
+            WallClock::from_i64(20_261_001_235_959).unwrap(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotAMirror(_)), "{err}");
+    let (head, _) = report(s, query(op.id, 20_261_001_000_000, 20_261_001_235_959)).unwrap();
+    assert_eq!(head.rows, 0, "the window's rows were rolled back with it");
 }

@@ -195,6 +195,19 @@ impl Fake {
         self.state.lock().unwrap().rows.extend(rows);
     }
 
+    /// Replaces the stored row with the same conn_id (a row changed upstream), or adds it.
+    pub fn upsert_row(&self, row: FakeRow) {
+        let mut st = self.state.lock().unwrap();
+        match st
+            .rows
+            .iter_mut()
+            .find(|r| r.get("conn_id") == row.get("conn_id"))
+        {
+            Some(r) => *r = row,
+            None => st.rows.push(row),
+        }
+    }
+
     pub fn rows(&self) -> Vec<FakeRow> {
         self.state.lock().unwrap().rows.clone()
     }

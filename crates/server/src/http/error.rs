@@ -13,6 +13,10 @@ pub struct InternalErrorMarker;
 #[derive(Debug, Clone, Copy)]
 pub struct LimitRejection(pub &'static str);
 
+/// The message of a write refused because the operation is a mirror; `voxtrail import` says
+/// the same.
+pub const MIRROR_WRITE_REFUSED: &str = "THE OPERATION IS A MIRROR; WRITE TO ITS SOURCE";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("unknown api")]
@@ -55,6 +59,9 @@ pub enum ApiError {
     },
     #[error("conflicting records")]
     Conflicts(Vec<String>),
+    /// A write into an operation that is a mirror (docs/api.md, "Mirrors").
+    #[error("the operation is a mirror")]
+    MirrorWriteRefused,
     #[error("too many records in one request")]
     IngestTooManyRecords(usize),
     #[error("request body too large")]
@@ -183,6 +190,7 @@ impl ApiError {
                     ids.len()
                 ),
             ),
+            Self::MirrorWriteRefused => (S::CONFLICT, "CONFLICT", MIRROR_WRITE_REFUSED.into()),
             Self::IngestTooManyRecords(max) => (
                 S::PAYLOAD_TOO_LARGE,
                 "PAYLOAD TOO LARGE",
@@ -365,5 +373,13 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "30");
         assert!(resp.extensions().get::<InternalErrorMarker>().is_none());
+    }
+
+    #[test]
+    fn a_write_into_a_mirror_is_a_409_conflict() {
+        let (status, error, msg) = ApiError::MirrorWriteRefused.parts();
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(error, "CONFLICT");
+        assert_eq!(msg, "THE OPERATION IS A MIRROR; WRITE TO ITS SOURCE");
     }
 }

@@ -66,6 +66,11 @@ pub async fn interactions(
     )
     .await?;
     let format = format_of(&headers).ok_or(ApiError::UnsupportedMediaType)?;
+    // A mirrored operation takes rows from its upstream only (docs/api.md, "Mirrors").
+    let op_id = token.operation.id;
+    if st.store.blocking(move |s| s.mirror(op_id)).await?.is_some() {
+        return Err(ApiError::MirrorWriteRefused);
+    }
     let max_slots = st.config.limits.concurrent_per_token;
     let slot = st
         .store

@@ -7,6 +7,7 @@ pub mod etag;
 pub mod feed;
 pub mod hours;
 pub mod ingest;
+pub mod mirrors;
 pub mod normalize;
 pub mod observe;
 pub mod quota;
@@ -43,6 +44,8 @@ pub struct AppState {
     metrics: PrometheusHandle,
     /// Where finished requests' audit records go (`audit.rs`).
     audit: audit::AuditSink,
+    /// Mirrored operations and their checkpoints (`mirrors.rs`), refreshed in `background`.
+    pub mirrors: Arc<mirrors::MirrorView>,
 }
 
 impl AppState {
@@ -192,15 +195,24 @@ impl Application {
             auth: Arc::new(Auth::new(Duration::from_millis(config.refresh_interval_ms))),
             maintenance: Arc::new(AtomicBool::new(maintenance)),
             metrics: metrics_handle(),
+            mirrors: Arc::default(),
             config: Arc::new(config),
             store,
         };
+        // Mirrored operations carry their checkpoint from the first answer on.
+        refresh_mirrors(&state).await;
         Ok(Self {
             listener,
             state,
             serve,
             audit_writer,
         })
+    }
+
+    /// The mirrors as the server last read them (about every second): what the mirror runner
+    /// of `voxtrail serve` starts and stops.
+    pub fn mirror_view(&self) -> Arc<mirrors::MirrorView> {
+        self.state.mirrors.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -241,5 +253,29 @@ async fn background(st: AppState) {
         if let Err(e) = st.store.flush_usage().await {
             tracing::warn!(error = %e, "saving usage counts");
         }
+        refresh_mirrors(&st).await;
+    }
+}
+
+/// Re-reads the mirrors for the checkpoint header and the mirror metrics.
+async fn refresh_mirrors(st: &AppState) {
+    let read = st
+        .store
+        .blocking(|s| {
+            let mirrors = s.mirrors()?;
+            // Time zones for the lag, only when there is a mirror to measure.
+            let ops = if mirrors.is_empty() {
+                Vec::new()
+            } else {
+                s.list_operations()?
+            };
+            Ok((mirrors, ops))
+        })
+        .await;
+    match read {
+        Ok((mirrors, ops)) => st
+            .mirrors
+            .refresh(&mirrors, |id| ops.iter().find(|o| o.id == id).map(|o| o.tz)),
+        Err(e) => tracing::warn!(error = %e, "reading the mirrors"),
     }
 }

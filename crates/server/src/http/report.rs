@@ -338,6 +338,12 @@ async fn answer(
     if let Ok(v) = HeaderValue::from_str(&tag) {
         h.insert(header::ETAG, v);
     }
+    // A mirrored operation says how fresh it is (docs/api.md, "Mirrors").
+    if let Some(cp) = st.mirrors.checkpoint(token.operation.id)
+        && let Ok(v) = HeaderValue::from_str(&super::mirrors::header_value(cp))
+    {
+        h.insert(super::mirrors::CHECKPOINT_HEADER, v);
+    }
     resp.extensions_mut().insert(fields);
     Ok(resp)
 }

@@ -14,6 +14,7 @@ pub mod audit;
 mod body;
 pub mod digest;
 pub mod feed;
+mod mirror;
 pub mod postgres;
 pub mod sqlite;
 pub mod testing;
@@ -26,6 +27,7 @@ use crate::domain::{
 };
 
 pub use admission::{AdmitRequest, Admitted, HeadReceiver, Refused, SlotGuard, SlotLost};
+pub use mirror::{Mirror, MirrorDef, MirrorLease, MirrorOutcome};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -39,6 +41,9 @@ pub enum StoreError {
     /// A name offered for a new operation that `OperationName::parse` refuses.
     #[error("invalid operation name: {0}")]
     InvalidOperationName(String),
+    /// A mirror commit for an operation that is no longer a mirror (removed meanwhile).
+    #[error("operation {0} is not a mirror")]
+    NotAMirror(i64),
     #[error("no token with id {0}")]
     NoSuchToken(i64),
     #[error("the database is busy (another writer holds it); try again")]

@@ -28,7 +28,6 @@ pub(crate) const LOCK_FEED: &str = "SELECT pg_advisory_xact_lock($1)";
 
 /// Takes the feed lock of an operation in `tx` (for writers that change rows in place, before
 /// `SET feed_pos = nextval('interactions_feed_pos')`).
-#[allow(dead_code)] // for writers that replace rows in place (mirrors)
 pub(crate) fn lock_feed(tx: &mut Transaction<'_>, operation_id: i64) -> StoreResult<()> {
     tx.execute(LOCK_FEED, &[&feed_lock_key(operation_id)])?;
     Ok(())

@@ -75,6 +75,27 @@ CREATE TABLE switches (
     super::digest::ROW_HASH_MIGRATION,
     super::feed::FEED_MIGRATION,
     super::audit::AUDIT_MIGRATION,
+    // Mirrors (store/mirror.rs): one row per mirrored operation, definition and state.
+    r#"
+CREATE TABLE mirrors (
+    operation_id  BIGINT PRIMARY KEY REFERENCES operations(id),
+    url           TEXT NOT NULL,
+    token         TEXT NOT NULL,
+    since         BIGINT NOT NULL,
+    every_secs    BIGINT NOT NULL,
+    lookback_secs BIGINT NOT NULL,
+    window_secs   BIGINT NOT NULL,
+    checkpoint    BIGINT,
+    last_success  TEXT,
+    rows_inserted BIGINT NOT NULL DEFAULT 0,
+    rows_updated  BIGINT NOT NULL DEFAULT 0,
+    errors        BIGINT NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    halted        BOOLEAN NOT NULL DEFAULT false,
+    generation    BIGINT NOT NULL DEFAULT 1,
+    updated_at    TEXT NOT NULL
+);
+"#,
 ];
 
 fn apply_migrations(c: &mut Client) -> StoreResult<i64> {

@@ -29,6 +29,7 @@ pub(crate) mod feed;
 mod ingest;
 mod keeper;
 mod migrations;
+mod mirror;
 mod pool;
 mod report;
 
@@ -44,6 +45,7 @@ use super::{StoreError, StoreResult};
 
 pub(crate) use admission::PgSlot;
 pub use ingest::PgIngest;
+pub use mirror::PgMirrorLease;
 
 /// Default connections per pool (queries, reports).
 const DEFAULT_POOL_SIZE: usize = 16;
@@ -76,6 +78,8 @@ struct Inner {
     /// Streamed answers in progress per operation: at most [`report_share`] of the report pool
     /// each, so one operation's slow readers cannot hold every report connection.
     streaming: report::Shares,
+    /// For the dedicated connection of each mirror lease (`mirror.rs`), outside the pools.
+    mirror_config: tokio_postgres::Config,
 }
 
 /// Splits voxtrail's own `pool_size=N` parameter off a URL; the rest goes to the driver.
@@ -151,6 +155,7 @@ impl PgStore {
                 reports: AsyncPool::new(report_config, size, CHECKOUT_TIMEOUT),
                 keepers: Keepers::new(lock_config, KEEPERS.min(size)),
                 streaming: report::Shares::new(report_share(size)),
+                mirror_config: async_config.clone(),
             }),
         };
         store.migrate()?;

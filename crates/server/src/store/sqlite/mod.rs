@@ -16,6 +16,7 @@ mod digest;
 pub(crate) mod feed;
 mod ingest;
 mod limits;
+mod mirror;
 mod readers;
 mod report;
 
@@ -86,6 +87,27 @@ CREATE TABLE switches (
     digest::ROW_HASH_MIGRATION,
     feed::FEED_MIGRATION,
     audit::AUDIT_MIGRATION,
+    // Mirrors (store/mirror.rs): one row per mirrored operation, definition and state.
+    r#"
+CREATE TABLE mirrors (
+    operation_id  INTEGER PRIMARY KEY REFERENCES operations(id),
+    url           TEXT NOT NULL,
+    token         TEXT NOT NULL,
+    since         INTEGER NOT NULL,
+    every_secs    INTEGER NOT NULL,
+    lookback_secs INTEGER NOT NULL,
+    window_secs   INTEGER NOT NULL,
+    checkpoint    INTEGER,
+    last_success  TEXT,
+    rows_inserted INTEGER NOT NULL DEFAULT 0,
+    rows_updated  INTEGER NOT NULL DEFAULT 0,
+    errors        INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    halted        INTEGER NOT NULL DEFAULT 0,
+    generation    INTEGER NOT NULL DEFAULT 1,
+    updated_at    TEXT NOT NULL
+);
+"#,
 ];
 
 /// The SQLite store. Cheap to clone.
