@@ -1,6 +1,7 @@
 //! The HTTP API: router, shared state, and the `Application` that binds a listener and runs
 //! until told to stop. Only this layer knows status codes; errors meet the wire in `error.rs`.
 
+pub mod console;
 pub mod error;
 pub mod ingest;
 pub mod normalize;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi))
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -11,6 +11,7 @@
 
 mod admission;
 mod body;
+pub mod console;
 pub mod postgres;
 pub mod sqlite;
 pub mod testing;

@@ -72,6 +72,28 @@ CREATE TABLE switches (
     // more 5-minute windows per second). Rows written before this migration move when the table is
     // rewritten (VACUUM FULL or pg_repack; docs/operations.md).
     "ALTER TABLE interactions SET (toast_tuple_target = 8160);",
+    // The console: sign-in sessions (hashed ids, shared by every replica), the stored object as
+    // `json` (a `\u0000` escape, which PostgreSQL's JSON operators refuse, is read as
+    // `\u0020`; the 6-character swap keeps the text valid JSON) and the word-search index of
+    // subject and body, a GIN expression index maintained at ingestion (docs/api.md,
+    // "The console").
+    r#"
+CREATE TABLE console_sessions (
+    id_hash    BYTEA PRIMARY KEY,
+    token_id   BIGINT NOT NULL REFERENCES tokens(id),
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE FUNCTION voxtrail_doc(j BYTEA) RETURNS json
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT replace(convert_from(j, 'UTF8'), '\u0000', '\u0020')::json $$;
+CREATE FUNCTION voxtrail_search(j BYTEA) RETURNS tsvector
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT to_tsvector('simple'::regconfig, left(
+        coalesce(voxtrail_doc(j)->>'subject', '') || ' ' || coalesce(voxtrail_doc(j)->>'body', ''),
+        100000)) $$;
+CREATE INDEX interactions_search ON interactions USING GIN (voxtrail_search(json));
+"#,
 ];
 
 fn apply_migrations(c: &mut Client) -> StoreResult<i64> {

@@ -22,6 +22,7 @@
 mod admin;
 mod admission;
 mod async_pool;
+mod console;
 mod ingest;
 mod migrations;
 mod pool;

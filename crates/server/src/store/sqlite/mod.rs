@@ -10,6 +10,7 @@
 //! process's concurrency slots and daily counts).
 
 mod admin;
+mod console;
 mod ingest;
 mod limits;
 mod report;
@@ -36,7 +37,8 @@ const PAGE_SIZE: i64 = 16_384;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 16;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE operations (
     id          INTEGER PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -74,7 +76,47 @@ CREATE TABLE switches (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    // The console: sign-in sessions (hashed ids) and the word-search index of subject and body,
+    // an FTS5 table over the `interactions_text` view, kept by triggers in the same transaction
+    // as the row (docs/api.md, "The console").
+    r#"
+CREATE TABLE console_sessions (
+    id_hash    BLOB PRIMARY KEY,
+    token_id   INTEGER NOT NULL REFERENCES tokens(id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE VIEW interactions_text AS
+    SELECT seq,
+           CASE WHEN json_valid(CAST(json AS TEXT)) THEN json_extract(CAST(json AS TEXT), '$.subject') END AS subject,
+           CASE WHEN json_valid(CAST(json AS TEXT)) THEN json_extract(CAST(json AS TEXT), '$.body') END AS body
+      FROM interactions;
+CREATE VIRTUAL TABLE interactions_fts USING fts5(
+    subject, body, content='interactions_text', content_rowid='seq',
+    tokenize='unicode61 remove_diacritics 0'
+);
+CREATE TRIGGER interactions_fts_insert AFTER INSERT ON interactions BEGIN
+    INSERT INTO interactions_fts(rowid, subject, body)
+        SELECT seq, subject, body FROM interactions_text WHERE seq = new.seq;
+END;
+CREATE TRIGGER interactions_fts_delete AFTER DELETE ON interactions BEGIN
+    INSERT INTO interactions_fts(interactions_fts, rowid, subject, body)
+        SELECT 'delete', old.seq,
+               CASE WHEN json_valid(CAST(old.json AS TEXT)) THEN json_extract(CAST(old.json AS TEXT), '$.subject') END,
+               CASE WHEN json_valid(CAST(old.json AS TEXT)) THEN json_extract(CAST(old.json AS TEXT), '$.body') END;
+END;
+CREATE TRIGGER interactions_fts_update AFTER UPDATE OF json ON interactions BEGIN
+    INSERT INTO interactions_fts(interactions_fts, rowid, subject, body)
+        SELECT 'delete', old.seq,
+               CASE WHEN json_valid(CAST(old.json AS TEXT)) THEN json_extract(CAST(old.json AS TEXT), '$.subject') END,
+               CASE WHEN json_valid(CAST(old.json AS TEXT)) THEN json_extract(CAST(old.json AS TEXT), '$.body') END;
+    INSERT INTO interactions_fts(rowid, subject, body)
+        SELECT seq, subject, body FROM interactions_text WHERE seq = new.seq;
+END;
+INSERT INTO interactions_fts(interactions_fts) VALUES ('rebuild');
+"#,
+];
 
 /// The SQLite store. Cheap to clone.
 #[derive(Clone)]
