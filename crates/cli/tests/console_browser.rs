@@ -295,7 +295,8 @@ async fn console_in_a_real_browser() {
             "2026-10-05 09:01:00",
             "\u{202E}fdp.exe \u{202D} RTL",
             &format!(
-                "<script>window.pwned=1</script is not closed\n{}",
+                "<script>window.pwned=1 & 1 < 2 {}\n{}",
+                "\u{202E}gnp.exe",
                 "y".repeat(20000)
             ),
         ),
@@ -331,7 +332,11 @@ async fn console_in_a_real_browser() {
     b.screenshot("login").await;
     b.type_into("#token", &console).await;
     b.click("button[type=submit]").await;
-    assert!(b.current_url().await.ends_with("/console/"), "signed in");
+    let signed_in = eventually(Duration::from_secs(10), async || {
+        b.current_url().await.ends_with("/console/")
+    })
+    .await;
+    assert!(signed_in, "signed in");
     assert!(!b.current_url().await.contains(&console), "never in a URL");
 
     b.goto(&format!("{base}/console/?from=2026-10-01&to=2026-10-07"))
@@ -391,10 +396,16 @@ async fn console_in_a_real_browser() {
         );
         b.screenshot(name).await;
     }
-    let frame = b
-        .eval("return document.querySelector('iframe') === null")
+    b.goto(&format!("{base}/console/interactions/evil-text"))
         .await;
-    assert_eq!(frame, true, "a text body is not framed");
+    let body = b
+        .eval("return [document.querySelector('iframe') === null, document.getElementById('body').textContent.slice(0, 50)]")
+        .await;
+    assert_eq!(
+        body,
+        json!([true, "<script>window.pwned=1 & 1 < 2 [U+202E]gnp.exe\nyyy"]),
+        "a text body is text, not framed"
+    );
     b.goto(&format!("{base}/console/interactions/evil-html"))
         .await;
     let sandbox = b
@@ -410,6 +421,11 @@ async fn console_in_a_real_browser() {
     phone.goto(&format!("{base}/console/login")).await;
     phone.type_into("#token", &console).await;
     phone.click("button[type=submit]").await;
+    let signed_in = eventually(Duration::from_secs(10), async || {
+        phone.current_url().await.ends_with("/console/")
+    })
+    .await;
+    assert!(signed_in, "signed in on the phone");
     for (name, path) in [
         ("phone-overview", "/console/?from=2026-10-01&to=2026-10-07"),
         (
@@ -419,6 +435,10 @@ async fn console_in_a_real_browser() {
         ("phone-interaction", "/console/interactions/evil-text"),
     ] {
         phone.goto(&format!("{base}{path}")).await;
+        assert!(
+            !phone.current_url().await.contains("/login"),
+            "{name}: signed in"
+        );
         let fits = phone
             .eval("return [document.documentElement.scrollWidth, window.innerWidth]")
             .await;

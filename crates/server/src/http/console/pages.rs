@@ -2,6 +2,7 @@
 //! nothing here marks e-mail content so). Each page is a `GET` handler: session first, then
 //! the filters, then one store call.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use axum::extract::{Path, RawQuery, State};
@@ -282,8 +283,34 @@ fn fields_of(row: &StoredRow) -> serde_json::Map<String, serde_json::Value> {
     serde_json::from_slice(&row.json).unwrap_or_default()
 }
 
-fn text<'a>(m: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> &'a str {
+/// A field as stored.
+fn field<'a>(m: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> &'a str {
     m.get(key).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+/// A field as shown: bidirectional overrides, embeddings and isolates (which can make
+/// `\u{202E}fdp.exe` read as `exe.pdf`) are shown as visible `[U+XXXX]` marks instead.
+fn text<'a>(m: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> Cow<'a, str> {
+    let v = field(m, key);
+    if v.chars().any(is_bidi_control) {
+        Cow::Owned(
+            v.chars()
+                .map(|c| {
+                    if is_bidi_control(c) {
+                        format!("[U+{:04X}]", c as u32)
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(v)
+    }
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
 fn snippet(s: &str, chars: usize) -> String {
@@ -362,9 +389,9 @@ pub async fn interactions(
                 tbody { @for row in &rows { @let f = fields_of(row); tr {
                     td { (text(&f, "date")) }
                     td { bdi { (text(&f, "agent_name")) } }
-                    td { bdi { (snippet(text(&f, "to"), 80)) } }
-                    td { a href={ "/console/interactions/" (enc_path(text(&f, "conn_id"))) } {
-                        bdi { @if text(&f, "subject").is_empty() { "(no subject)" } @else { (snippet(text(&f, "subject"), 160)) } } } }
+                    td { bdi { (snippet(&text(&f, "to"), 80)) } }
+                    td { a href={ "/console/interactions/" (enc_path(field(&f, "conn_id"))) } {
+                        bdi { @if text(&f, "subject").is_empty() { "(no subject)" } @else { (snippet(&text(&f, "subject"), 160)) } } } }
                     td { bdi { (text(&f, "cod_act")) } }
                 } } }
             } }
@@ -418,7 +445,7 @@ pub async fn interaction(
         .await?
         .ok_or(ConsoleError::NotFound)?;
     let f = fields_of(&row);
-    let body_text = text(&f, "body");
+    let body_text = field(&f, "body");
     let html_body = looks_like_html(body_text);
     let body = html! {
         p { a href="/console/interactions" { "← Interactions" } }
@@ -433,7 +460,7 @@ pub async fn interaction(
             iframe.body sandbox="" referrerpolicy="no-referrer" title="E-mail body"
                 srcdoc=(clean_html(body_text)) {}
         } @else {
-            pre.body #body { (body_text) }
+            pre.body #body { (text(&f, "body")) }
         }
     };
     Ok(html_response(
@@ -504,6 +531,14 @@ mod tests {
         ] {
             assert_eq!(parse_cursor(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn bidi_controls_are_shown_not_obeyed() {
+        let m = serde_json::json!({ "subject": "\u{202E}fdp.exe" });
+        let m = m.as_object().unwrap();
+        assert_eq!(text(m, "subject"), "[U+202E]fdp.exe");
+        assert_eq!(text(m, "missing"), "");
     }
 
     #[test]
