@@ -191,11 +191,24 @@ async fn without_a_session_every_console_url_redirects_to_login() {
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("form-action 'self'"));
     assert_eq!(headers["x-frame-options"], "DENY");
     assert!(page.contains(r#"method="post""#) && page.contains(r#"type="password""#));
+    assert!(page.len() < 100_000);
     // A session works until sign-out.
     let cookie = sign_in(&srv, &console).await;
-    let (status, headers, _) = get(&srv, &cookie, "/console/").await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers["x-frame-options"], "DENY");
+    for path in [
+        "/console/",
+        "/console/interactions",
+        "/console/tokens",
+        "/console/static/console.css",
+    ] {
+        let (status, headers, page) = get(&srv, &cookie, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert!(
+            page.len() < 100_000,
+            "{path} is {} bytes without data rows",
+            page.len()
+        );
+    }
     let (status, _, _) = get(&srv, &cookie, "/console/nothing/here").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Sign-out needs the same-origin check too.

@@ -127,7 +127,7 @@ fn overview_counts_the_report_window(s: &Store) {
     let other = s.create_operation("other", tz(), 10).unwrap();
     let rows: Vec<Interaction> = (0..40)
         .map(|i| {
-            let ts = 20261001_000000 + (i / 10) * 1_000000 + (i % 10) * 10000;
+            let ts = 20261001000000 + (i / 10) * 1_000_000 + (i % 10) * 10000;
             interaction(
                 &format!("c{i}"),
                 ts,
@@ -166,7 +166,7 @@ fn pages_are_keyset_and_search_finds_whole_words(s: &Store) {
     let mut rows: Vec<Interaction> = (0..30)
         .map(|i| {
             // Three rows share each second, so the cursor's seq matters.
-            let ts = 20261001_080000 + i / 3;
+            let ts = 20261001080000 + i / 3;
             let subject = if i % 5 == 0 {
                 "Factura Pendiente"
             } else {
@@ -177,15 +177,15 @@ fn pages_are_keyset_and_search_finds_whole_words(s: &Store) {
         .collect();
     rows.push(interaction(
         "nul",
-        20261001_070000,
+        20261001070000,
         "7",
         "x",
         "a\u{0}b zanahoria",
     ));
-    rows.push(interaction("big", 20261001_070001, "7", "x", &big));
+    rows.push(interaction("big", 20261001070001, "7", "x", &big));
     rows.push(interaction(
         "rtl",
-        20261001_070002,
+        20261001070002,
         "7",
         "\u{202E}evil",
         "<b>zebra</b>",
@@ -246,10 +246,10 @@ fn one_interaction_belongs_to_its_operation(s: &Store) {
     store_rows(
         s,
         op.id,
-        &[interaction("mine", 20261001_080000, "7", "s", "b")],
+        &[interaction("mine", 20261001080000, "7", "s", "b")],
     );
     let row = s.console_interaction(op.id, "mine").unwrap().unwrap();
-    assert_eq!(row.local_ts, 20261001_080000);
+    assert_eq!(row.local_ts, 20261001080000);
     assert!(s.console_interaction(other.id, "mine").unwrap().is_none());
     assert!(
         s.console_interaction(op.id, "'; DROP TABLE x; --")
