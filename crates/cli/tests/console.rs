@@ -543,3 +543,40 @@ async fn consumers_page_lists_tokens_without_secrets() {
     assert!(!page.contains(&report) && !page.contains(&console));
     assert!(page.contains(r#"id="latest-requests""#));
 }
+
+#[tokio::test]
+async fn demo_prints_a_console_token_and_url_that_work() {
+    let env = Env::new();
+    let mut cmd = env.cmd();
+    cmd.args([
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--rows",
+        "500",
+        "--database",
+        &env.db_url,
+    ]);
+    let (srv, lines) = common::spawn_with_stdout(&mut cmd);
+    let (mut token, mut url) = (None, None);
+    while url.is_none() {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("demo output");
+        if let Some(t) = line.strip_prefix("console token: ") {
+            token = Some(t.trim().to_owned());
+        }
+        if line.starts_with("open the console at ") {
+            url = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .map(str::to_owned);
+        }
+    }
+    let url = url.unwrap();
+    assert_eq!(url, format!("http://{}/console/", srv.addr));
+    let cookie = sign_in(&srv, &token.expect("console token line")).await;
+    let (status, _, page) = get(&srv, &cookie, "/console/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"id="total""#));
+}
