@@ -65,14 +65,19 @@ impl PgStore {
         bucket: Bucket,
     ) -> StoreResult<Vec<OverviewRow>> {
         let mut conn = self.conn()?;
+        // Each stored object is parsed once (`OFFSET 0` keeps the subquery from being
+        // flattened, which would parse it once per field).
+        let f = |name: &str| format!("COALESCE(d->>'{name}', '')");
         let sql = format!(
-            "SELECT local_ts / $4, {}, {}, {}, {}, COUNT(*) FROM interactions
-              WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3
+            "SELECT local_ts / $4, {}, {}, {}, {}, COUNT(*) FROM (
+                 SELECT local_ts, voxtrail_doc(json) AS d FROM interactions
+                  WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3 OFFSET 0
+             ) rows
               GROUP BY 1, 2, 3, 4, 5",
-            field("agent_id"),
-            field("agent_name"),
-            field("cod_act"),
-            field("description_cod_act"),
+            f("agent_id"),
+            f("agent_name"),
+            f("cod_act"),
+            f("description_cod_act"),
         );
         let rows = conn.client().query(
             &sql,
