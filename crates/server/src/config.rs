@@ -25,6 +25,9 @@ pub struct Config {
     pub maintenance_retry_after_secs: u64,
     /// How often cached tokens and the maintenance switch are re-read from the database.
     pub refresh_interval_ms: u64,
+    /// How often the server indexes newly ingested rows for the console's word search (SQLite;
+    /// search is exact before that too, docs/api.md, "The console").
+    pub search_index_interval_ms: u64,
 }
 
 /// The limits of docs/api.md, "Configuration": the size of answers, windows and batches,
@@ -105,6 +108,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             maintenance_retry_after_secs: 300,
             refresh_interval_ms: 2000,
+            search_index_interval_ms: 1000,
         }
     }
 }
@@ -218,6 +222,11 @@ impl Config {
         anyhow::ensure!(
             self.refresh_interval_ms <= 5000,
             "refresh_interval_ms must be at most 5000 (revocation must take effect within 5 s)"
+        );
+        anyhow::ensure!(
+            (10..=86_400_000).contains(&self.search_index_interval_ms),
+            "search_index_interval_ms must be between 10 and 86400000 (got {})",
+            self.search_index_interval_ms
         );
         self.http.check()
     }

@@ -217,6 +217,23 @@ fn pages_are_keyset_and_search_finds_whole_words(s: &Store) {
         "newest first, strictly"
     );
     let found = |words: &str| s.console_list(&q(words, None)).unwrap().len();
+    // First with nothing indexed yet (SQLite: every row above the watermark, found by the scan),
+    // then again once the indexer has caught up (FTS5).
+    for indexed in [false, true] {
+        if indexed {
+            while s.index_search_batch(10).unwrap() > 0 {}
+        }
+        search_finds_whole_words(&found);
+    }
+    let mut agent = q("", None);
+    agent.agent = Some("8".into());
+    assert!(s.console_list(&agent).unwrap().is_empty());
+    let mut to = q("", None);
+    to.recipient = Some("C07@X".into());
+    assert_eq!(s.console_list(&to).unwrap().len(), 1);
+}
+
+fn search_finds_whole_words(found: &dyn Fn(&str) -> usize) {
     assert_eq!(found("factura"), 6);
     assert_eq!(found("FACTURA pendiente"), 6);
     assert_eq!(found("factura hola"), 0, "all words");
@@ -232,12 +249,7 @@ fn pages_are_keyset_and_search_finds_whole_words(s: &Store) {
         7,
         "operators are not words: no filter, a full page"
     );
-    let mut agent = q("", None);
-    agent.agent = Some("8".into());
-    assert!(s.console_list(&agent).unwrap().is_empty());
-    let mut to = q("", None);
-    to.recipient = Some("C07@X".into());
-    assert_eq!(s.console_list(&to).unwrap().len(), 1);
+    assert_eq!(found("factur"), 0, "whole words only, no prefixes");
 }
 
 fn one_interaction_belongs_to_its_operation(s: &Store) {
@@ -258,4 +270,132 @@ fn one_interaction_belongs_to_its_operation(s: &Store) {
     );
     let uses = s.console_tokens(op.id, 20261001).unwrap();
     assert!(uses.is_empty());
+}
+
+/// The SQLite store of a fixture, for its word-search watermark.
+fn sqlite_of(s: &Store) -> &voxtrail_server::store::SqliteStore {
+    match s {
+        Store::Sqlite(s) => s,
+        _ => panic!("a SQLite store"),
+    }
+}
+
+/// Conn ids of every page of a word search, 4 rows a page.
+fn search_all(s: &Store, op: i64, words: &[String]) -> Vec<String> {
+    let w = Window::parse("20261001000000", "20261001235959", 31).unwrap();
+    let mut out = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s
+            .console_list(&ListQuery {
+                operation_id: op,
+                window: w,
+                agent: None,
+                recipient: None,
+                words: words.to_vec(),
+                before,
+                limit: 4,
+            })
+            .unwrap();
+        let Some(last) = page.last() else {
+            return out;
+        };
+        before = Some((last.local_ts, last.seq));
+        for r in page {
+            let v: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
+            out.push(v["conn_id"].as_str().unwrap().to_owned());
+        }
+    }
+}
+
+#[test]
+fn sqlite_search_is_exact_across_the_watermark_and_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let s = Store::open(&url).unwrap();
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    // Arrival order differs from time order, so each page mixes indexed and unindexed rows.
+    let rows: Vec<Interaction> = (0..25)
+        .map(|i| {
+            let ts = 20261001080000 + (i * 7) % 25;
+            let body = if i % 2 == 0 {
+                "su Factura, gracias"
+            } else {
+                "nada"
+            };
+            interaction(&format!("c{i:02}"), ts, "7", "Hola", body)
+        })
+        .collect();
+    store_rows(&s, op.id, &rows[..20]);
+    let words = search_words("factura");
+    let expected: Vec<String> = {
+        let mut v: Vec<(i64, usize)> = (0..20)
+            .filter(|i| i % 2 == 0)
+            .map(|i| (20261001080000 + ((i * 7) % 25) as i64, i))
+            .collect();
+        v.sort_by(|a, b| b.cmp(a));
+        v.into_iter().map(|(_, i)| format!("c{i:02}")).collect()
+    };
+    let sq = sqlite_of(&s);
+    assert_eq!(sq.search_indexed_upto().unwrap(), 0, "nothing indexed yet");
+    assert_eq!(
+        search_all(&s, op.id, &words),
+        expected,
+        "found before indexing"
+    );
+
+    assert_eq!(s.index_search_batch(7).unwrap(), 7, "a batch is bounded");
+    let mark = sq.search_indexed_upto().unwrap();
+    assert!(mark > 0, "the watermark advances");
+    assert_eq!(search_all(&s, op.id, &words), expected, "half indexed");
+
+    // Rows arriving now are found at once, the watermark not moving.
+    store_rows(&s, op.id, &rows[20..]);
+    assert_eq!(sq.search_indexed_upto().unwrap(), mark);
+    let mut more = expected.clone();
+    more.extend(["c20", "c22", "c24"].map(String::from));
+    let sort = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(sort(search_all(&s, op.id, &words)), sort(more.clone()));
+
+    // A restart keeps the watermark; indexing resumes from it and indexes each row once.
+    drop(s);
+    let s = Store::open(&url).unwrap();
+    assert_eq!(sqlite_of(&s).search_indexed_upto().unwrap(), mark);
+    let mut total = 0;
+    loop {
+        let n = s.index_search_batch(7).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, 25 - 7, "the rows above the watermark, once");
+    assert_eq!(s.index_search_batch(7).unwrap(), 0, "caught up");
+    assert_eq!(sort(search_all(&s, op.id, &words)), sort(more));
+
+    // Hostile words reach neither FTS5's query syntax nor SQL, in either arm.
+    store_rows(
+        &s,
+        op.id,
+        &[interaction(
+            "q",
+            20261001090000,
+            "7",
+            "x",
+            "say \"hi\" 100%",
+        )],
+    );
+    for w in [
+        "\"",
+        "hi\" OR \"x",
+        "%",
+        "'; DROP TABLE interactions; --",
+        "\u{0}",
+    ] {
+        assert!(search_all(&s, op.id, &[w.to_owned()]).is_empty(), "{w:?}");
+    }
+    assert_eq!(search_all(&s, op.id, &search_words("HI 100")), ["q"]);
 }

@@ -194,9 +194,11 @@ impl Application {
     ) -> anyhow::Result<()> {
         let st = self.state.clone();
         let refresher = tokio::spawn(background(st.clone()));
+        let indexer = tokio::spawn(index_search(st.clone()));
         let app = router(self.state);
         serve::serve(self.listener, app, self.serve, shutdown).await;
         refresher.abort();
+        indexer.abort();
         if let Err(e) = st.store.flush_usage().await {
             tracing::error!(error = %e, "saving usage counts at shutdown");
         }
@@ -218,6 +220,31 @@ async fn background(st: AppState) {
         }
         if let Err(e) = st.store.flush_usage().await {
             tracing::warn!(error = %e, "saving usage counts");
+        }
+    }
+}
+
+/// Indexes newly ingested rows for the console's word search, on a timer, in batches of
+/// `INDEX_BATCH_ROWS` (one short write transaction each, so ingestion waits at most one batch).
+async fn index_search(st: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_millis(st.config.search_index_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: a restarted server catches up with rows imported meanwhile.
+    loop {
+        tick.tick().await;
+        loop {
+            match st
+                .store
+                .blocking(|s| s.index_search_batch(crate::store::sqlite::INDEX_BATCH_ROWS))
+                .await
+            {
+                Ok(n) if n > 0 => tracing::debug!(rows = n, "indexed rows for word search"),
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "indexing rows for word search");
+                    break;
+                }
+            }
         }
     }
 }

@@ -51,7 +51,8 @@ pub struct ListQuery {
     pub agent: Option<String>,
     /// A case-insensitive part of `to`.
     pub recipient: Option<String>,
-    /// Words that must all appear in the subject or the body (whole words, any case).
+    /// Words that must all appear in the subject or the body (whole words, any case). Each is
+    /// a run of letters and digits ([`search_words`]); a word with anything else matches no row.
     pub words: Vec<String>,
     /// Keyset cursor `(local_ts, seq)` of the last row of the previous page.
     pub before: Option<(i64, i64)>,
@@ -130,6 +131,16 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.console_list(q),
             Self::Postgres(s) => s.console_list(q),
+        }
+    }
+
+    /// Indexes for word search the next rows ingested since the last batch (SQLite: at most
+    /// `max_rows`, one write transaction, the watermark advanced with them). Returns the rows
+    /// indexed; 0 when caught up. PostgreSQL keeps its index itself: always 0.
+    pub fn index_search_batch(&self, max_rows: i64) -> StoreResult<u64> {
+        match self {
+            Self::Sqlite(s) => s.index_search_batch(max_rows),
+            Self::Postgres(_) => Ok(0),
         }
     }
 

@@ -22,6 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::{StoreError, StoreResult};
 
+pub use console::INDEX_BATCH_ROWS;
 pub use ingest::SqliteIngest;
 use limits::Limits;
 pub(crate) use limits::MemorySlot;
@@ -116,6 +117,21 @@ CREATE TRIGGER interactions_fts_update AFTER UPDATE OF json ON interactions BEGI
 END;
 INSERT INTO interactions_fts(interactions_fts) VALUES ('rebuild');
 "#,
+    // The word-search index is filled after ingestion, in batches, by the server's indexer
+    // (`console.rs`): the triggers go, and `console_fts_state.indexed_upto` is the watermark
+    // (every row with `seq <= indexed_upto` is in `interactions_fts`, no row above it is).
+    // Until this step the triggers kept every row indexed, so the watermark starts at the end.
+    r#"
+DROP TRIGGER IF EXISTS interactions_fts_insert;
+DROP TRIGGER IF EXISTS interactions_fts_delete;
+DROP TRIGGER IF EXISTS interactions_fts_update;
+CREATE TABLE console_fts_state (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_upto INTEGER NOT NULL
+);
+INSERT INTO console_fts_state(id, indexed_upto)
+    SELECT 1, COALESCE(MAX(seq), 0) FROM interactions;
+"#,
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -147,6 +163,7 @@ fn configure(conn: &Connection, write: bool) -> rusqlite::Result<()> {
         // Small per-reader cache: the OS page cache holds the data; RSS stays flat.
         conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     }
+    console::register_functions(conn)?;
     Ok(())
 }
 
