@@ -455,6 +455,78 @@ async fn interactions_pages_stay_right_while_rows_arrive_and_search_finds_words(
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// The word-search watermark of the test's database (rows up to it are in the FTS5 index).
+fn indexed_upto(env: &Env) -> i64 {
+    match voxtrail_server::store::Store::open(&env.db_url).unwrap() {
+        voxtrail_server::store::Store::Sqlite(s) => s.search_indexed_upto().unwrap(),
+        _ => unreachable!("the tests' database is SQLite"),
+    }
+}
+
+#[tokio::test]
+async fn word_search_finds_rows_before_and_after_the_indexer_and_a_restart_resumes() {
+    let (env, console) = setup();
+    let ingest = env.token("acme", "ingest", None);
+    let factura = |i: u32| {
+        row(
+            &format!("f-{i}"),
+            "2026-10-05 09:00:00",
+            "7",
+            "1",
+            "Factura",
+            "x",
+        )
+    };
+    // `voxtrail import` does not index; the server's indexer catches up when it starts.
+    env.import_ndjson("acme", &[factura(1), factura(2), factura(3)].join("\n"));
+    assert_eq!(indexed_upto(&env), 0);
+    let srv = env.serve(Some("search_index_interval_ms = 86400000\n"));
+    assert!(
+        common::eventually(Duration::from_secs(30), async || indexed_upto(&env) == 3).await,
+        "the indexer caught up at start"
+    );
+    let cookie = sign_in(&srv, &console).await;
+    let search = "/console/interactions?from=2026-10-05&to=2026-10-05&q=factura";
+    // Rows ingested now wait a day for the indexer, yet are found at once.
+    let res = common::client()
+        .post(srv.url("/api/v2/interactions"))
+        .header("wolkvox-token", &ingest)
+        .header("content-type", "application/x-ndjson")
+        .body([factura(4), factura(5)].join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{:?}", res.text().await);
+    let (_, _, found) = get(&srv, &cookie, search).await;
+    assert_eq!(
+        found.matches("/console/interactions/f-").count(),
+        5,
+        "{found}"
+    );
+    assert_eq!(indexed_upto(&env), 3, "the new rows are not indexed yet");
+    srv.terminate();
+
+    // A restart resumes from the watermark.
+    let srv = env.serve(Some("search_index_interval_ms = 50\n"));
+    assert!(
+        common::eventually(Duration::from_secs(30), async || indexed_upto(&env) == 5).await,
+        "the indexer resumed"
+    );
+    let cookie = sign_in(&srv, &console).await;
+    let (_, _, found) = get(&srv, &cookie, search).await;
+    assert_eq!(
+        found.matches("/console/interactions/f-").count(),
+        5,
+        "{found}"
+    );
+    let (_, _, found) = get(&srv, &cookie, &search.replace("factura", "factur")).await;
+    assert_eq!(
+        found.matches("/console/interactions/f-").count(),
+        0,
+        "whole words"
+    );
+}
+
 #[tokio::test]
 async fn hostile_content_is_escaped_and_html_bodies_are_sanitised() {
     let (env, console) = setup();

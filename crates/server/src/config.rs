@@ -383,6 +383,19 @@ mod tests {
         assert!(e.contains("invalid configuration"), "{e}");
         let t: toml::Table = "[limits]\nconcurrent_per_token = 0\n".parse().unwrap();
         assert!(Config::from_table(t, env(&[])).is_err());
+        for bad in ["0", "9", "86400001", "-1"] {
+            let e = Config::from_table(
+                toml::Table::new(),
+                env(&[("VOXTRAIL_SEARCH_INDEX_INTERVAL_MS", bad)]),
+            );
+            assert!(e.is_err(), "{bad}");
+        }
+        let ok = Config::from_table(
+            toml::Table::new(),
+            env(&[("VOXTRAIL_SEARCH_INDEX_INTERVAL_MS", "86400000")]),
+        )
+        .unwrap();
+        assert_eq!(ok.search_index_interval_ms, 86_400_000);
     }
 
     #[test]
