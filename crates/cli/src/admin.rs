@@ -35,7 +35,7 @@ pub enum TokenCmd {
         operation: String,
         #[arg(long, default_value = "")]
         description: String,
-        #[arg(long, default_value = "report", value_parser = ["report", "ingest"])]
+        #[arg(long, default_value = "report", value_parser = ["report", "ingest", "console"])]
         scope: String,
         /// Uses per operation-local day, 1 to 9223372036854775807 [default: licenses × 1000].
         #[arg(long)]
@@ -144,7 +144,7 @@ pub fn token(database: &str, cmd: TokenCmd) -> anyhow::Result<()> {
                     one_line(&t.description),
                     match t.scope {
                         Scope::Report => t.effective_daily_limit(per_license).to_string(),
-                        Scope::Ingest => "-".to_owned(),
+                        Scope::Ingest | Scope::Console => "-".to_owned(),
                     },
                     t.created_at,
                     t.revoked_at.as_deref().unwrap_or("-"),

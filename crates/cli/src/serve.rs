@@ -95,10 +95,19 @@ pub fn demo(database: Option<String>, listen: Option<SocketAddr>, rows: u64) -> 
         "demo ingest token",
         None,
     )?;
+    let console = TokenSecret::generate();
+    store.create_token(
+        op.id,
+        &console.hash(),
+        Scope::Console,
+        "demo console token",
+        None,
+    )?;
     let ini = WallClock::from_naive(until.to_naive() - chrono::Duration::hours(1));
     let demo = Demo {
         token: token.expose().to_owned(),
         ingest: ingest.expose().to_owned(),
+        console: console.expose().to_owned(),
         ini: format!("{:014}", ini.as_i64()),
         end: format!("{:014}", until.as_i64()),
     };
@@ -108,6 +117,7 @@ pub fn demo(database: Option<String>, listen: Option<SocketAddr>, rows: u64) -> 
 struct Demo {
     token: String,
     ingest: String,
+    console: String,
     ini: String,
     end: String,
 }
@@ -134,6 +144,8 @@ async fn run(
             "curl -s -H 'wolkvox-token: {}' 'http://{addr}/api/v2/reports_manager.php?api=chat_12&date_ini={}&date_end={}'",
             d.token, d.ini, d.end
         );
+        println!("console token: {}", d.console);
+        println!("open the console at http://{addr}/console/ and sign in with the console token");
     }
     // Mirrors run on this runtime beside the server (crates/cli/src/mirror.rs).
     let supervisor = crate::mirror::spawn_supervisor(mirrors, app.mirror_view());

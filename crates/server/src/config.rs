@@ -25,6 +25,9 @@ pub struct Config {
     pub maintenance_retry_after_secs: u64,
     /// How often cached tokens and the maintenance switch are re-read from the database.
     pub refresh_interval_ms: u64,
+    /// How often the server indexes newly ingested rows for the console's word search (SQLite;
+    /// search is exact before that too, docs/api.md, "The console").
+    pub search_index_interval_ms: u64,
     pub audit: AuditConfig,
 }
 
@@ -121,6 +124,7 @@ impl Default for Config {
             maintenance_retry_after_secs: 300,
             refresh_interval_ms: 2000,
             audit: AuditConfig::default(),
+            search_index_interval_ms: 1000,
         }
     }
 }
@@ -238,6 +242,11 @@ impl Config {
         anyhow::ensure!(
             self.refresh_interval_ms <= 5000,
             "refresh_interval_ms must be at most 5000 (revocation must take effect within 5 s)"
+        );
+        anyhow::ensure!(
+            (10..=86_400_000).contains(&self.search_index_interval_ms),
+            "search_index_interval_ms must be between 10 and 86400000 (got {})",
+            self.search_index_interval_ms
         );
         self.http.check()
     }
@@ -394,6 +403,19 @@ mod tests {
         assert!(e.contains("invalid configuration"), "{e}");
         let t: toml::Table = "[limits]\nconcurrent_per_token = 0\n".parse().unwrap();
         assert!(Config::from_table(t, env(&[])).is_err());
+        for bad in ["0", "9", "86400001", "-1"] {
+            let e = Config::from_table(
+                toml::Table::new(),
+                env(&[("VOXTRAIL_SEARCH_INDEX_INTERVAL_MS", bad)]),
+            );
+            assert!(e.is_err(), "{bad}");
+        }
+        let ok = Config::from_table(
+            toml::Table::new(),
+            env(&[("VOXTRAIL_SEARCH_INDEX_INTERVAL_MS", "86400000")]),
+        )
+        .unwrap();
+        assert_eq!(ok.search_index_interval_ms, 86_400_000);
     }
 
     #[test]

@@ -261,6 +261,8 @@ impl fmt::Display for OperationName {
 pub enum Scope {
     Report,
     Ingest,
+    /// Signs in to the web console (`/console/`); reads no `/api/v2/` endpoint.
+    Console,
 }
 
 impl Scope {
@@ -268,7 +270,10 @@ impl Scope {
         match s {
             "report" => Ok(Self::Report),
             "ingest" => Ok(Self::Ingest),
-            _ => Err(format!("unknown scope {s:?} (use report or ingest)")),
+            "console" => Ok(Self::Console),
+            _ => Err(format!(
+                "unknown scope {s:?} (use report, ingest or console)"
+            )),
         }
     }
 
@@ -276,6 +281,7 @@ impl Scope {
         match self {
             Self::Report => "report",
             Self::Ingest => "ingest",
+            Self::Console => "console",
         }
     }
 }

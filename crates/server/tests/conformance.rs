@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use voxtrail_server::domain::{Interaction, OperationTz, Scope, TokenSecret, WallClock, Window};
+use voxtrail_server::store::console::ListQuery;
 use voxtrail_server::store::testing::TestDatabase;
 use voxtrail_server::store::{
     AdmitRequest, Admitted, InsertOutcome, MirrorDef, MirrorOutcome, Refused, ReportHead,
@@ -1148,6 +1149,9 @@ fn a_mirror_commit_upserts_in_place_with_its_checkpoint(s: &Store, _: &Fixture) 
         c2.clone(),
         rec("d", 20_261_001_030_000, "4"),
     ];
+    // The console's word search has indexed the first window (SQLite's indexer; PostgreSQL
+    // computes the words at search time).
+    s.index_search_batch(10_000).unwrap();
     // The feed position before the second window: what it replaces or adds comes after it.
     let rt = runtime();
     let before = rt.block_on(s.feed(op.id, 0, 10_000)).unwrap().unwrap().last;
@@ -1205,6 +1209,26 @@ fn a_mirror_commit_upserts_in_place_with_its_checkpoint(s: &Store, _: &Fixture) 
     ];
     want.sort();
     assert_eq!(changed, want, "the feed gives each changed or new row once");
+    // A replaced row is found by its new words, though it was indexed with its old ones.
+    for (word, conn) in [("edited", "a"), ("moved", "c")] {
+        let found = s
+            .console_list(&ListQuery {
+                operation_id: op.id,
+                window,
+                agent: None,
+                recipient: None,
+                words: vec![word.to_owned()],
+                before: None,
+                limit: 50,
+            })
+            .unwrap();
+        assert_eq!(found.len(), 1, "{word}");
+        let text = String::from_utf8(found[0].json.clone()).unwrap();
+        assert!(
+            text.contains(&format!("\"conn_id\":\"{conn}\"")),
+            "{word}: {text}"
+        );
+    }
     // Committing the same window again changes nothing.
     let out = s
         .mirror_commit(op.id, &second, cp(20_261_001_235_959))

@@ -2,6 +2,7 @@
 //! until told to stop. Only this layer knows status codes; errors meet the wire in `error.rs`.
 
 pub mod audit;
+pub mod console;
 pub mod error;
 pub mod etag;
 pub mod feed;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi))
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -227,10 +229,12 @@ impl Application {
     ) -> anyhow::Result<()> {
         let st = self.state.clone();
         let refresher = tokio::spawn(background(st.clone()));
+        let indexer = tokio::spawn(index_search(st.clone()));
         let app = router(self.state);
         serve::serve(self.listener, app, self.serve, shutdown).await;
         refresher.abort();
         self.audit_writer.stop(Duration::from_secs(5)).await;
+        indexer.abort();
         if let Err(e) = st.store.flush_usage().await {
             tracing::error!(error = %e, "saving usage counts at shutdown");
         }
@@ -277,5 +281,30 @@ async fn refresh_mirrors(st: &AppState) {
             .mirrors
             .refresh(&mirrors, |id| ops.iter().find(|o| o.id == id).map(|o| o.tz)),
         Err(e) => tracing::warn!(error = %e, "reading the mirrors"),
+    }
+}
+
+/// Indexes newly ingested rows for the console's word search, on a timer, in batches of
+/// `INDEX_BATCH_ROWS` (one short write transaction each, so ingestion waits at most one batch).
+async fn index_search(st: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_millis(st.config.search_index_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: a restarted server catches up with rows imported meanwhile.
+    loop {
+        tick.tick().await;
+        loop {
+            match st
+                .store
+                .blocking(|s| s.index_search_batch(crate::store::sqlite::INDEX_BATCH_ROWS))
+                .await
+            {
+                Ok(n) if n > 0 => tracing::debug!(rows = n, "indexed rows for word search"),
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "indexing rows for word search");
+                    break;
+                }
+            }
+        }
     }
 }

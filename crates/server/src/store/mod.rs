@@ -12,6 +12,7 @@
 mod admission;
 pub mod audit;
 mod body;
+pub mod console;
 pub mod digest;
 pub mod feed;
 mod mirror;

@@ -170,7 +170,7 @@ impl PgStore {
     }
 }
 
-const TOKEN_SELECT: &str =
+pub(super) const TOKEN_SELECT: &str =
     "SELECT t.id, t.scope, t.description, t.daily_limit, t.created_at, t.revoked_at,
         o.id, o.name, o.timezone, o.licenses
    FROM tokens t JOIN operations o ON o.id = t.operation_id";
@@ -181,7 +181,7 @@ fn operation_at(r: &postgres::Row, at: usize) -> StoreResult<Operation> {
     stored_operation(r.try_get(at)?, &name, &tz_name, r.try_get(at + 3)?)
 }
 
-fn token_from_row(r: &postgres::Row) -> StoreResult<Token> {
+pub(super) fn token_from_row(r: &postgres::Row) -> StoreResult<Token> {
     let scope: String = r.try_get(1)?;
     let daily: Option<i64> = r.try_get(3)?;
     Ok(Token {

@@ -96,6 +96,28 @@ CREATE TABLE mirrors (
     updated_at    TEXT NOT NULL
 );
 "#,
+    // The console: sign-in sessions (hashed ids, shared by every replica), the stored object as
+    // `json` (a `\u0000` escape, which PostgreSQL's JSON operators refuse, is read as
+    // `\u0020`; the 6-character swap keeps the text valid JSON) and the text searched by
+    // the word search (docs/api.md, "The console"). No GIN index: maintained at ingestion it
+    // cost PostgreSQL ~95 % of its ingestion throughput (to_tsvector of each body); searches
+    // scan the operation's window until an index filled off the ingestion path exists.
+    r#"
+CREATE TABLE console_sessions (
+    id_hash    BYTEA PRIMARY KEY,
+    token_id   BIGINT NOT NULL REFERENCES tokens(id),
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE FUNCTION voxtrail_doc(j BYTEA) RETURNS json
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT replace(convert_from(j, 'UTF8'), '\u0000', '\u0020')::json $$;
+CREATE FUNCTION voxtrail_search(j BYTEA) RETURNS tsvector
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT to_tsvector('simple'::regconfig, left(
+        coalesce(voxtrail_doc(j)->>'subject', '') || ' ' || coalesce(voxtrail_doc(j)->>'body', ''),
+        100000)) $$;
+"#,
 ];
 
 fn apply_migrations(c: &mut Client) -> StoreResult<i64> {

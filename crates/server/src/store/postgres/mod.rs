@@ -24,6 +24,7 @@ mod admin;
 mod admission;
 mod async_pool;
 mod audit;
+mod console;
 mod digest;
 pub(crate) mod feed;
 mod ingest;

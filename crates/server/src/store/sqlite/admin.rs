@@ -172,7 +172,7 @@ impl SqliteStore {
     }
 }
 
-const TOKEN_SELECT: &str =
+pub(super) const TOKEN_SELECT: &str =
     "SELECT t.id, t.scope, t.description, t.daily_limit, t.created_at, t.revoked_at,
         o.id, o.name, o.timezone, o.licenses
    FROM tokens t JOIN operations o ON o.id = t.operation_id";
@@ -189,7 +189,7 @@ fn operation_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StoreResul
     Ok(stored_operation(id, &name, &tz_name, licenses))
 }
 
-fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<Token>> {
+pub(super) fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<Token>> {
     let scope: String = r.get(1)?;
     let daily: Option<i64> = r.get(3)?;
     let op = match operation_at(r, 6)? {

@@ -148,15 +148,31 @@ impl SqliteStore {
                                      WHERE operation_id = ?2)
                   WHERE seq = ?1",
             )?;
+            let mut unindex = tx.prepare_cached(
+                "INSERT INTO interactions_fts(interactions_fts, rowid, subject, body)
+                 SELECT 'delete', ?1,
+                        CASE WHEN json_valid(CAST(?2 AS TEXT))
+                             THEN json_extract(CAST(?2 AS TEXT), '$.subject') END,
+                        CASE WHEN json_valid(CAST(?2 AS TEXT))
+                             THEN json_extract(CAST(?2 AS TEXT), '$.body') END
+                  WHERE ?1 <= (SELECT indexed_upto FROM console_fts_state WHERE id = 1)",
+            )?;
+            let mut reindex = tx.prepare_cached(
+                "INSERT INTO interactions_fts(rowid, subject, body)
+                 SELECT seq, subject, body FROM interactions_text
+                  WHERE seq = ?1
+                    AND ?1 <= (SELECT indexed_upto FROM console_fts_state WHERE id = 1)",
+            )?;
             for r in rows {
                 let found = find
                     .query_row(params![operation_id, r.conn_id], |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            row.get_ref(1)?.as_bytes()? == r.json.as_slice(),
-                        ))
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
                     })
-                    .optional()?;
+                    .optional()?
+                    .map(|(seq, old)| {
+                        let same = old == r.json;
+                        (seq, same, old)
+                    });
                 let len = r.json.len() as i64;
                 match found {
                     None => {
@@ -172,7 +188,12 @@ impl SqliteStore {
                             .map_err(StoreError::from_sqlite)?;
                         out.inserted += 1;
                     }
-                    Some((seq, false)) => {
+                    Some((seq, false, old)) => {
+                        // A row the console's word search already indexed leaves the index
+                        // with its old words and comes back with its new ones (`console.rs`).
+                        unindex
+                            .execute(params![seq, old])
+                            .map_err(StoreError::from_sqlite)?;
                         replace
                             .execute(params![
                                 seq,
@@ -183,9 +204,12 @@ impl SqliteStore {
                                 crate::store::digest::row_hash(&r.json)
                             ])
                             .map_err(StoreError::from_sqlite)?;
+                        reindex
+                            .execute(params![seq])
+                            .map_err(StoreError::from_sqlite)?;
                         out.updated += 1;
                     }
-                    Some((_, true)) => out.unchanged += 1,
+                    Some((_, true, _)) => out.unchanged += 1,
                 }
             }
         }

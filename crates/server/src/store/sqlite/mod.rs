@@ -12,6 +12,7 @@
 
 mod admin;
 mod audit;
+mod console;
 mod digest;
 pub(crate) mod feed;
 mod ingest;
@@ -27,6 +28,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::{StoreError, StoreResult};
 
+pub use console::INDEX_BATCH_ROWS;
 pub use ingest::SqliteIngest;
 use limits::Limits;
 pub(crate) use limits::MemorySlot;
@@ -108,6 +110,60 @@ CREATE TABLE mirrors (
     updated_at    TEXT NOT NULL
 );
 "#,
+    // The console: sign-in sessions (hashed ids) and the word-search index of subject and body,
+    // an FTS5 table over the `interactions_text` view, kept by triggers in the same transaction
+    // as the row (docs/api.md, "The console").
+    r#"
+CREATE TABLE console_sessions (
+    id_hash    BLOB PRIMARY KEY,
+    token_id   INTEGER NOT NULL REFERENCES tokens(id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE VIEW interactions_text AS
+    SELECT seq,
+           CASE WHEN json_valid(CAST(json AS TEXT)) THEN json_extract(CAST(json AS TEXT), '$.subject') END AS subject,
+           CASE WHEN json_valid(CAST(json AS TEXT)) THEN json_extract(CAST(json AS TEXT), '$.body') END AS body
+      FROM interactions;
+CREATE VIRTUAL TABLE interactions_fts USING fts5(
+    subject, body, content='interactions_text', content_rowid='seq',
+    tokenize='unicode61 remove_diacritics 0'
+);
+CREATE TRIGGER interactions_fts_insert AFTER INSERT ON interactions BEGIN
+    INSERT INTO interactions_fts(rowid, subject, body)
+        SELECT seq, subject, body FROM interactions_text WHERE seq = new.seq;
+END;
+CREATE TRIGGER interactions_fts_delete AFTER DELETE ON interactions BEGIN
+    INSERT INTO interactions_fts(interactions_fts, rowid, subject, body)
+        SELECT 'delete', old.seq,
+               CASE WHEN json_valid(CAST(old.json AS TEXT)) THEN json_extract(CAST(old.json AS TEXT), '$.subject') END,
+               CASE WHEN json_valid(CAST(old.json AS TEXT)) THEN json_extract(CAST(old.json AS TEXT), '$.body') END;
+END;
+CREATE TRIGGER interactions_fts_update AFTER UPDATE OF json ON interactions BEGIN
+    INSERT INTO interactions_fts(interactions_fts, rowid, subject, body)
+        SELECT 'delete', old.seq,
+               CASE WHEN json_valid(CAST(old.json AS TEXT)) THEN json_extract(CAST(old.json AS TEXT), '$.subject') END,
+               CASE WHEN json_valid(CAST(old.json AS TEXT)) THEN json_extract(CAST(old.json AS TEXT), '$.body') END;
+    INSERT INTO interactions_fts(rowid, subject, body)
+        SELECT seq, subject, body FROM interactions_text WHERE seq = new.seq;
+END;
+INSERT INTO interactions_fts(interactions_fts) VALUES ('rebuild');
+"#,
+    // The word-search index is filled after ingestion, in batches, by the server's indexer
+    // (`console.rs`): the triggers go, and `console_fts_state.indexed_upto` is the watermark
+    // (every row with `seq <= indexed_upto` is in `interactions_fts`, no row above it is).
+    // Until this step the triggers kept every row indexed, so the watermark starts at the end.
+    r#"
+DROP TRIGGER IF EXISTS interactions_fts_insert;
+DROP TRIGGER IF EXISTS interactions_fts_delete;
+DROP TRIGGER IF EXISTS interactions_fts_update;
+CREATE TABLE console_fts_state (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_upto INTEGER NOT NULL
+);
+INSERT INTO console_fts_state(id, indexed_upto)
+    SELECT 1, COALESCE(MAX(seq), 0) FROM interactions;
+"#,
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -143,6 +199,7 @@ fn configure(conn: &Connection, write: bool) -> rusqlite::Result<()> {
         // Small per-reader cache: the OS page cache holds the data; RSS stays flat.
         conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     }
+    console::register_functions(conn)?;
     Ok(())
 }
 
