@@ -182,6 +182,69 @@ async fn etag_story(env: &Env, label: &str) {
     assert_eq!(poll(&url, &token, Some(&new_tag)).await.0, 304, "{label}");
 }
 
+/// The tag an unconditional answer reads from its own snapshot is the tag a conditional
+/// request reads before its report, on every path: an empty window, a poll, and a window too
+/// large to be answered whole at once (streamed from its snapshot).
+async fn tags_agree_on_every_path(env: &Env, label: &str) {
+    env.operation("acme", "America/Bogota");
+    let body = "y".repeat(2_000);
+    let lines: Vec<String> = (0..300)
+        .map(|i| {
+            let date = format!(
+                "2026-10-01 {:02}:{:02}:{:02}",
+                i / 3600,
+                i / 60 % 60,
+                i % 60
+            );
+            record(&format!("c-{i:03}"), &date).replace("\"Texto\"", &format!("\"{body}\""))
+        })
+        .collect();
+    env.import_ndjson("acme", &(lines.join("\n") + "\n"));
+    let token = env.token("acme", "report", None);
+    let server = env.serve(None);
+    for (ini, end, rows) in [
+        ("20261002000000", "20261002235959", 0),
+        ("20261001000000", "20261001000009", 10),
+        ("20261001000000", "20261001235959", 300),
+    ] {
+        let url = server.report_url(ini, end);
+        let (status, h, text) = poll(&url, &token, None).await;
+        assert_eq!(status, 200, "{label} {rows}: {text}");
+        assert_eq!(
+            json(text.as_bytes())["data"].as_array().map_or(0, Vec::len),
+            rows,
+            "{label}"
+        );
+        let tag = header(&h, "etag");
+        let (status, h, _) = poll(&url, &token, Some(&tag)).await;
+        assert_eq!(
+            status, 304,
+            "{label} {rows} rows: the conditional path agrees"
+        );
+        assert_eq!(header(&h, "etag"), tag, "{label}");
+        let (status, h, _) = poll(&url, &token, Some("\"stale\"")).await;
+        assert_eq!(status, 200, "{label}");
+        assert_eq!(header(&h, "etag"), tag, "{label}: same tag on both paths");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tags_agree_on_every_path_on_sqlite() {
+    tags_agree_on_every_path(&Env::new(), "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tags_agree_on_every_path_on_postgres() {
+    let Some(db) = voxtrail_server::store::testing::TestDatabase::create("etag_paths") else {
+        return;
+    };
+    let env = Env {
+        dir: tempfile::tempdir().expect("temp dir"),
+        db_url: db.url.clone(),
+    };
+    tags_agree_on_every_path(&env, "postgres").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn etags_make_re_polls_cheap_on_sqlite() {
     etag_story(&Env::new(), "sqlite").await;

@@ -5,8 +5,10 @@
 //! depends on nothing but the stored rows, so every replica and every restart gives the same
 //! tag for the same rows, and a row added, removed or replaced changes it.
 //!
-//! The tag is read *before* the report's snapshot: an answer's rows are never older than its
-//! tag, so a client holding a tag never misses a row behind a `304` (at worst one extra `200`).
+//! A `200` without `If-None-Match` carries the tag of its own rows: the backend reads the count
+//! and the XOR in the report's snapshot (`ReportHead`), no other read. A conditional request
+//! reads the tag *before* the report's snapshot: an answer's rows are never older than its tag,
+//! so a client holding a tag never misses a row behind a `304` (at worst one extra `200`).
 
 use axum::http::HeaderValue;
 use sha2::{Digest as _, Sha256};

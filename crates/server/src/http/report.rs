@@ -255,14 +255,12 @@ pub async fn report(
     };
     let asked = tokio::time::Instant::now();
     let req = limits_of(&st, &token);
-    // The ETag is read before the report's snapshot (`super::etag`). With `If-None-Match` the
-    // slot is taken first, the tag compared, and a use counted only when it differs: a `304`
-    // holds a slot and passes the daily limit but does not count (docs/api.md, "Cheap re-polls").
+    // Without `If-None-Match` the ETag comes with the report's head, from its own snapshot
+    // (`super::etag`). With it the slot is taken first, the tag read and compared, and a use
+    // counted only when it differs: a `304` holds a slot and passes the daily limit but does not
+    // count (docs/api.md, "Cheap re-polls").
     let (admitted, tag) = match headers.get(header::IF_NONE_MATCH) {
-        None => {
-            let tag = window_etag(&st, &token, window).await?;
-            (st.store.admit(req, Some(q)).await?, tag)
-        }
+        None => (st.store.admit(req, Some(q)).await?, None),
         Some(field) => {
             let Some(slot) = st.store.take_slot(req.token, req.max_slots).await? else {
                 return Ok(refused(&st, &token, Refused::Simultaneous).await);
@@ -271,7 +269,7 @@ pub async fn report(
             if etag::matches(field, &tag) {
                 return not_modified(&st, &token, slot, tag).await;
             }
-            (st.store.admit_held(slot, req, Some(q)).await?, tag)
+            (st.store.admit_held(slot, req, Some(q)).await?, Some(tag))
         }
     };
     let Admitted { slot, head, used } = match admitted {
@@ -280,7 +278,7 @@ pub async fn report(
     };
     // Every answer of an admitted request carries the quota (docs/api.md, "Quota headers").
     let quota = quota_of(&st, &token, used);
-    let mut resp = match answer(&st, &token, &headers, slot, head, asked, tag).await {
+    let mut resp = match answer(&st, &token, &headers, slot, head, asked, window, tag).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -288,7 +286,9 @@ pub async fn report(
     Ok(resp)
 }
 
-/// Rows 14–17 of an admitted report, then its 200 answer.
+/// Rows 14–17 of an admitted report, then its 200 answer, tagged with `tag` (read before the
+/// report) or else with the tag of the report's own head.
+#[allow(clippy::too_many_arguments)]
 async fn answer(
     st: &AppState,
     token: &Token,
@@ -296,7 +296,8 @@ async fn answer(
     slot: SlotGuard,
     head: Option<HeadReceiver>,
     asked: tokio::time::Instant,
-    tag: String,
+    window: Window,
+    tag: Option<String>,
 ) -> Result<Response, ApiError> {
     // 14–16. Result size (records, then bytes) from the head, before the first byte; or the
     // consumption timeout when the head does not come in time.
@@ -335,6 +336,10 @@ async fn answer(
         header::CONTENT_LENGTH,
         HeaderValue::from(stream.head.body_len),
     );
+    let tag = tag.unwrap_or_else(|| {
+        let compat = st.config.compat.empty_window;
+        etag::etag(window, compat, stream.head.rows, &stream.head.xor)
+    });
     if let Ok(v) = HeaderValue::from_str(&tag) {
         h.insert(header::ETAG, v);
     }

@@ -23,12 +23,13 @@ const CHUNK_SLACK: usize = 64 * 1024;
 /// Where a report's head (or refusal) is sent once count and size are known.
 pub(crate) type Ready = oneshot::Sender<Result<ReportStream, ReportRefusal>>;
 
-/// Applies the record and size limits to a counted window: the answer's head, or why it is
-/// refused.
+/// Applies the record and size limits to a counted window: the answer's head (with `xor`, the
+/// XOR of its row hashes), or why it is refused.
 pub(crate) fn decide(
     q: &ReportQuery,
     rows: u64,
     json_bytes: u64,
+    xor: [u8; 32],
 ) -> Result<ReportHead, ReportRefusal> {
     if rows > q.max_records {
         return Err(ReportRefusal::TooManyRecords(rows));
@@ -40,7 +41,11 @@ pub(crate) fn decide(
     if body_len > q.max_bytes {
         return Err(ReportRefusal::TooLarge);
     }
-    Ok(ReportHead { rows, body_len })
+    Ok(ReportHead {
+        rows,
+        body_len,
+        xor,
+    })
 }
 
 /// Cuts one answer's body into chunks of about [`CHUNK_BYTES`]: the envelope's head, the
@@ -117,8 +122,14 @@ impl BodyWriter {
     /// Applies the record and size limits to the counted window, then answers `ready` with the
     /// stream or the refusal. `None` when refused, or when nobody waits any more (the request
     /// timed out or the client left): the caller then stops reading.
-    pub(crate) fn start(ready: Ready, q: &ReportQuery, rows: u64, json_bytes: u64) -> Option<Self> {
-        let head = match decide(q, rows, json_bytes) {
+    pub(crate) fn start(
+        ready: Ready,
+        q: &ReportQuery,
+        rows: u64,
+        json_bytes: u64,
+        xor: [u8; 32],
+    ) -> Option<Self> {
+        let head = match decide(q, rows, json_bytes, xor) {
             Ok(h) => h,
             Err(refusal) => {
                 let _ = ready.send(Err(refusal));

@@ -16,6 +16,13 @@ pub fn row_hash(json: &[u8]) -> [u8; 32] {
     Sha256::digest(json).into()
 }
 
+/// XORs a row hash into `acc` (a hash of another length is XORed over its first 32 bytes).
+pub fn xor_into(acc: &mut [u8; 32], hash: &[u8]) {
+    for (x, b) in acc.iter_mut().zip(hash) {
+        *x ^= b;
+    }
+}
+
 /// The rows of one wall-clock hour of a window: how many and the XOR of their hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HourDigest {
@@ -73,9 +80,7 @@ impl HourFolder {
         }
         let h = self.hours.last_mut().expect("pushed above");
         h.rows += 1;
-        for (x, b) in h.xor.iter_mut().zip(hash) {
-            *x ^= b;
-        }
+        xor_into(&mut h.xor, hash);
     }
 
     pub(crate) fn finish(self) -> Vec<HourDigest> {

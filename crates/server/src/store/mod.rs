@@ -208,6 +208,9 @@ pub struct ReportHead {
     pub rows: u64,
     /// Exact length of the whole JSON body.
     pub body_len: u64,
+    /// Byte-wise XOR of the stored row hashes of the answer's rows (`digest::row_hash`), read
+    /// in the same snapshot as `rows`: with `rows` it makes the answer's ETag.
+    pub xor: [u8; 32],
 }
 
 /// Why a report was refused before streaming.

@@ -11,6 +11,7 @@ use tokio_postgres::IsolationLevel;
 use super::PgStore;
 use super::async_pool::AsyncConn;
 use crate::store::body::{BodyWriter, Ready};
+use crate::store::digest::{row_hash, xor_into};
 use crate::store::{ReportQuery, ReportRefusal, ReportStream, StoreError, StoreResult};
 
 impl PgStore {
@@ -128,6 +129,9 @@ pub(super) struct SmallRows {
     json: Vec<u8>,
     /// End offset of each row in `json`.
     ends: Vec<usize>,
+    /// XOR of the kept rows' hashes (`digest::row_hash` of the JSON, which is what the stored
+    /// `row_hash` is): the answer's ETag without another statement.
+    xor: [u8; 32],
     pub(super) overflowed: bool,
 }
 
@@ -143,6 +147,7 @@ impl SmallRows {
             self.ends = Vec::new();
             return false;
         }
+        xor_into(&mut self.xor, &row_hash(row));
         self.json.extend_from_slice(row);
         self.ends.push(self.json.len());
         true
@@ -161,7 +166,7 @@ impl SmallRows {
     /// Applies the limits (through [`BodyWriter`]) and writes the body.
     async fn write(self, ready: Ready, q: &ReportQuery) {
         let (rows, bytes) = (self.ends.len() as u64, self.json.len() as u64);
-        let Some(mut body) = BodyWriter::start(ready, q, rows, bytes) else {
+        let Some(mut body) = BodyWriter::start(ready, q, rows, bytes, self.xor) else {
             return;
         };
         let mut start = 0;
@@ -196,9 +201,8 @@ async fn small_report(
         }
     }
     let sender = ready.take().expect("sent once");
-    let Some(mut body) =
-        BodyWriter::start(sender, q, rows.ends.len() as u64, rows.json.len() as u64)
-    else {
+    let (n, bytes) = (rows.ends.len() as u64, rows.json.len() as u64);
+    let Some(mut body) = BodyWriter::start(sender, q, n, bytes, rows.xor) else {
         return Ok(true);
     };
     let mut start = 0;
@@ -210,6 +214,33 @@ async fn small_report(
     }
     body.finish_async().await;
     Ok(true)
+}
+
+/// The stored row hashes of a window: an index-only scan of `interactions_window_hash`.
+const WINDOW_HASHES: &str = "
+SELECT row_hash FROM interactions
+ WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3";
+
+/// The XOR of a window's stored row hashes, read in `tx`'s snapshot.
+async fn window_xor(
+    tx: &tokio_postgres::Transaction<'_>,
+    st: &tokio_postgres::Statement,
+    q: &ReportQuery,
+) -> StoreResult<[u8; 32]> {
+    let (ini, end) = (q.window.ini().as_i64(), q.window.end().as_i64());
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&q.operation_id, &ini, &end];
+    let stream = tx.query_raw(st, params).await?;
+    let mut stream = std::pin::pin!(stream);
+    let mut xor = [0; 32];
+    while let Some(row) = stream.next().await {
+        let row = row?;
+        let hash = row.try_get::<_, &[u8]>(0)?;
+        if hash.len() != 32 {
+            return Err(StoreError::Corrupt("a row has a bad row_hash".into()));
+        }
+        xor_into(&mut xor, hash);
+    }
+    Ok(xor)
 }
 
 /// Count and size, then the rows streamed as they arrive, all in one REPEATABLE READ snapshot
@@ -249,6 +280,7 @@ async fn produce_report(
              WHERE operation_id = $1 AND local_ts BETWEEN $2 AND $3",
         )
         .await?;
+    let hash_st = conn.prepared(WINDOW_HASHES).await?;
     let rows_st = conn
         .prepared(
             "SELECT json FROM interactions
@@ -277,7 +309,20 @@ async fn produce_report(
             return Ok(());
         }
     };
-    let Some(mut body) = BodyWriter::start(ready, &q, rows, json_bytes) else {
+    // The XOR of the row hashes, in the same snapshot; not read for a window refused by its
+    // count (the size check below needs only the count and the sum).
+    let xor = match rows > q.max_records {
+        true => Ok([0; 32]),
+        false => window_xor(&tx, &hash_st, &q).await,
+    };
+    let xor = match xor {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return Ok(());
+        }
+    };
+    let Some(mut body) = BodyWriter::start(ready, &q, rows, json_bytes, xor) else {
         return Ok(()); // refused, or nobody waits any more
     };
     let mut gone = false;

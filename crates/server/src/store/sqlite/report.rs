@@ -21,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use super::{Reader, SqliteStore};
 use crate::store::body::{self, CHUNK_BYTES, CHUNKS_IN_FLIGHT, Chunker, Ready};
+use crate::store::digest::xor_into;
 use crate::store::{ReportHead, ReportQuery, ReportRefusal, ReportStream, StoreError, StoreResult};
 
 /// Large answers whose read transaction may stay open between chunks at once; past it a large
@@ -167,6 +168,10 @@ struct Snapshot {
     /// `(local_ts, seq)` of the last row sent; rows after it come next.
     after: (i64, i64),
     chunker: Option<Chunker>,
+    /// Rows sent so far and the XOR of their stored hashes: an answer sent whole by its first
+    /// job has its ETag's XOR from the rows it read, with no other scan.
+    sent: u64,
+    xor: [u8; 32],
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -196,6 +201,8 @@ fn open_answer(
         q,
         after: (q.window.ini().as_i64(), i64::MIN),
         chunker: None,
+        sent: 0,
+        xor: [0; 32],
         _permit: None,
     };
     let (rows, json_bytes) = snap
@@ -215,7 +222,8 @@ fn open_answer(
             )
         })
         .map_err(StoreError::from_sqlite)?;
-    let head = match body::decide(&q, rows, json_bytes) {
+    // The XOR of the row hashes is set below, once the rows are read or scanned.
+    let mut head = match body::decide(&q, rows, json_bytes, [0; 32]) {
         Ok(h) => h,
         Err(r) => return Ok(Opened::Refused(r)),
     };
@@ -224,9 +232,19 @@ fn open_answer(
             Some(p) => snap._permit = Some(p),
             None => return Ok(Opened::WaitForSnapshot(tx)),
         }
+        // Sent over several jobs: the hashes come from the covering index, before any row.
+        head.xor = window_xor(&snap.reader, &q)?;
     }
     snap.chunker = Some(Chunker::new(head));
     let turn = fill(&mut snap, &tx);
+    if head.body_len <= WHOLE_AT_ONCE {
+        // Every counted row was read (a poll): their hashes came with them. An answer cut
+        // short (client gone, read error) still gets the exact XOR from the index.
+        head.xor = match snap.sent == rows {
+            true => snap.xor,
+            false => window_xor(&snap.reader, &q)?,
+        };
+    }
     let snapshot = matches!(turn, Turn::Full | Turn::Yield).then(|| Box::new(snap));
     Ok(Opened::Ready {
         head,
@@ -234,6 +252,33 @@ fn open_answer(
         tx,
         turn,
     })
+}
+
+/// The XOR of the stored row hashes of the window of `q`, in `reader`'s read transaction: an
+/// index-only scan of `interactions_hash`.
+fn window_xor(reader: &Reader, q: &ReportQuery) -> StoreResult<[u8; 32]> {
+    let mut st = reader.prepare_cached(
+        "SELECT row_hash FROM interactions INDEXED BY interactions_hash
+         WHERE operation_id = ?1 AND local_ts BETWEEN ?2 AND ?3",
+    )?;
+    let mut rows = st.query(params![
+        q.operation_id,
+        q.window.ini().as_i64(),
+        q.window.end().as_i64()
+    ])?;
+    let mut xor = [0; 32];
+    while let Some(r) = rows.next()? {
+        xor_into(&mut xor, stored_hash(r.get_ref(0)?)?);
+    }
+    Ok(xor)
+}
+
+/// A stored `row_hash`: 32 bytes, or the row is corrupt.
+fn stored_hash(v: rusqlite::types::ValueRef<'_>) -> StoreResult<&[u8]> {
+    v.as_blob_or_null()
+        .map_err(rusqlite::Error::from)?
+        .filter(|h| h.len() == 32)
+        .ok_or_else(|| StoreError::Corrupt("a row has no row_hash".into()))
 }
 
 /// One turn: fills and sends chunks while the channel has room, at most [`CHUNKS_PER_TURN`].
@@ -275,7 +320,7 @@ fn next_chunk(snap: &mut Snapshot) -> StoreResult<Option<Bytes>> {
     }
     let q = snap.q;
     let mut st = snap.reader.prepare_cached(
-        "SELECT local_ts, seq, json FROM interactions
+        "SELECT local_ts, seq, json, row_hash FROM interactions
          WHERE operation_id = ?1 AND (local_ts, seq) > (?2, ?3) AND local_ts <= ?4
          ORDER BY local_ts, seq",
     )?;
@@ -292,6 +337,8 @@ fn next_chunk(snap: &mut Snapshot) -> StoreResult<Option<Bytes>> {
             .get_ref(2)?
             .as_bytes()
             .map_err(|e| StoreError::Corrupt(format!("stored row: {e}")))?;
+        xor_into(&mut snap.xor, stored_hash(row.get_ref(3)?)?);
+        snap.sent += 1;
         if let Some(chunk) = chunker.append(json) {
             return Ok(Some(chunk));
         }
