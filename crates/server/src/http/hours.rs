@@ -10,9 +10,11 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ApiError;
 use super::observe::LogFields;
-use super::report::{GET_HEAD, ReportParams, admit, quota_of, refused, release};
-use crate::domain::{Scope, Window, WindowError};
-use crate::store::{AdmitRequest, Admitted};
+use super::report::{
+    GET_HEAD, ReportParams, admit, limits_of, quota_of, refused, release, window_param,
+};
+use crate::domain::Scope;
+use crate::store::Admitted;
 
 /// The digests of a window, in the report's order of checks: method, maintenance, token,
 /// dates (present, format, order, length), then slot and daily limit.
@@ -26,23 +28,8 @@ pub async fn hours(
     let limits = &st.config.limits;
     let token = admit(&st, &method, &headers, Scope::Report, GET_HEAD, "GET, HEAD").await?;
     let params = ReportParams::parse(query.as_deref());
-    let (Some(ini), Some(end)) = (
-        params.date_ini.as_deref().filter(|s| !s.is_empty()),
-        params.date_end.as_deref().filter(|s| !s.is_empty()),
-    ) else {
-        return Err(ApiError::ParametersRequired);
-    };
-    let window = Window::parse(ini, end, limits.max_window_days).map_err(|e| match e {
-        WindowError::BadFormat => ApiError::InvalidDateFormat,
-        WindowError::Reversed => ApiError::DatesReversed,
-        WindowError::TooLong => ApiError::RangeTooLong(limits.max_window_days),
-    })?;
-    let req = AdmitRequest {
-        token: token.id,
-        day: crate::domain::WallClock::now_in(token.operation.tz).day(),
-        daily_limit: token.effective_daily_limit(limits.daily_per_license),
-        max_slots: limits.concurrent_per_token,
-    };
+    let window = window_param(&params, limits.max_window_days)?;
+    let req = limits_of(&st, &token);
     let Admitted { slot, used, .. } = match st.store.admit(req, None).await? {
         Ok(a) => a,
         Err(r) => return Ok(refused(&st, &token, r).await),

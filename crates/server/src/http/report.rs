@@ -57,6 +57,19 @@ fn present(v: &Option<String>) -> Option<&str> {
     v.as_deref().filter(|s| !s.is_empty())
 }
 
+/// Rows 8–11 of the order of checks, shared by every endpoint with a window: both dates
+/// present, then their format, order and length.
+pub(super) fn window_param(params: &ReportParams, max_days: u32) -> Result<Window, ApiError> {
+    let (Some(ini), Some(end)) = (present(&params.date_ini), present(&params.date_end)) else {
+        return Err(ApiError::ParametersRequired);
+    };
+    Window::parse(ini, end, max_days).map_err(|e| match e {
+        WindowError::BadFormat => ApiError::InvalidDateFormat,
+        WindowError::Reversed => ApiError::DatesReversed,
+        WindowError::TooLong => ApiError::RangeTooLong(max_days),
+    })
+}
+
 /// The method check: `allowed`, or 405 with `Allow: allow_text`.
 fn check_method(
     method: &Method,
@@ -108,7 +121,7 @@ pub(super) async fn admit(
 }
 
 /// What a request of `token` asks of its per-token limits today.
-fn limits_of(st: &AppState, token: &Token) -> AdmitRequest {
+pub(super) fn limits_of(st: &AppState, token: &Token) -> AdmitRequest {
     let limits = &st.config.limits;
     AdmitRequest {
         token: token.id,
@@ -235,16 +248,8 @@ pub async fn report(
         Some(voxtrail_wire::CHAT_12) => {}
         Some(_) => return Err(ApiError::ApiDoesNotExist),
     }
-    // 8. Both dates present.
-    let (Some(ini), Some(end)) = (present(&params.date_ini), present(&params.date_end)) else {
-        return Err(ApiError::ParametersRequired);
-    };
-    // 9–11. Dates: format, order, length.
-    let window = Window::parse(ini, end, limits.max_window_days).map_err(|e| match e {
-        WindowError::BadFormat => ApiError::InvalidDateFormat,
-        WindowError::Reversed => ApiError::DatesReversed,
-        WindowError::TooLong => ApiError::RangeTooLong(limits.max_window_days),
-    })?;
+    // 8–11. Both dates present, then format, order, length.
+    let window = window_param(&params, limits.max_window_days)?;
     // 12–13. Concurrency slot, then the daily limit: one store call, which also starts the
     // report (on PostgreSQL a poll-sized answer comes from the same statement).
     let q = ReportQuery {
