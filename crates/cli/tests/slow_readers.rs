@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 
 /// Rows of the large answer, and bytes of filler text in each.
@@ -75,24 +75,6 @@ fn two_tenants(env: &Env) -> (String, String) {
         env.token("bulk", "report", None),
         env.token("other", "report", None),
     )
-}
-
-/// Connects with a small receive buffer and sends one request with `extra` header lines.
-async fn send_request(addr: &str, target: &str, token: &str, extra: &str) -> TcpStream {
-    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-    sock.set_recv_buffer_size(4096)
-        .expect("small receive buffer");
-    let mut stream = sock
-        .connect(addr.parse().expect("socket address"))
-        .await
-        .expect("connecting");
-    let req =
-        format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nwolkvox-token: {token}\r\n{extra}\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .expect("sending request");
-    stream
 }
 
 /// Reads up to the end of the head; returns it and the body bytes read with it.
@@ -181,7 +163,7 @@ async fn slow_readers_do_not_delay_another_tenants_poll() {
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
     let mut slow = Vec::new();
     for _ in 0..SLOW {
-        let mut stream = send_request(&addr, &big_target(), &bulk, "").await;
+        let mut stream = send_with_small_buffer(&addr, &big_target(), &bulk, "").await;
         let heads = heads.clone();
         let mut release = release_rx.clone();
         slow.push(tokio::spawn(async move {
@@ -220,7 +202,7 @@ async fn slow_readers_do_not_delay_another_tenants_poll() {
     assert_eq!(info.status(), 200);
 
     // A large answer asked for now may wait for a snapshot; it is served once others leave.
-    let mut late = send_request(&addr, &big_target(), &bulk, "").await;
+    let mut late = send_with_small_buffer(&addr, &big_target(), &bulk, "").await;
     release_tx.send(true).expect("release");
     let mut finished = Vec::new();
     for t in slow {
@@ -254,7 +236,8 @@ async fn large_gzip_answers_are_bounded() {
 
     let mut held = Vec::new();
     for _ in 0..ASKED {
-        let mut s = send_request(&addr, &big_target(), &bulk, "Accept-Encoding: gzip\r\n").await;
+        let mut s =
+            send_with_small_buffer(&addr, &big_target(), &bulk, "Accept-Encoding: gzip\r\n").await;
         let (head, body) = tokio::time::timeout(Duration::from_secs(60), read_head(&mut s))
             .await
             .expect("head within 60 s");
@@ -296,7 +279,8 @@ async fn large_gzip_answers_are_bounded() {
 
     // Clients gone: the bound's turns are free again.
     let again = eventually(Duration::from_secs(30), async || {
-        let mut s = send_request(&addr, &big_target(), &bulk, "Accept-Encoding: gzip\r\n").await;
+        let mut s =
+            send_with_small_buffer(&addr, &big_target(), &bulk, "Accept-Encoding: gzip\r\n").await;
         let (head, _) = read_head(&mut s).await;
         gzipped(&head)
     })

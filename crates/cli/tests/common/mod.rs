@@ -434,6 +434,33 @@ pub struct SlowClient {
     pub body_read: usize,
 }
 
+/// Connects with a 4 KiB receive buffer (so a peer that stops reading soon blocks the server's
+/// writes) and sends `GET path_and_query` with the token and the `extra` header lines (each
+/// ending in `\r\n`); reads nothing.
+pub async fn send_with_small_buffer(
+    addr: &str,
+    path_and_query: &str,
+    token: &str,
+    extra: &str,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let mut stream = sock
+        .connect(addr.parse().expect("socket address"))
+        .await
+        .expect("connecting");
+    let req = format!(
+        "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nwolkvox-token: {token}\r\n{extra}\r\n"
+    );
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .expect("sending request");
+    stream
+}
+
 /// Sends `GET path_and_query` with the token and reads the head plus at least `body_bytes`
 /// bytes of body (or until the answer ends), then returns without reading further.
 pub async fn slow_get(
@@ -442,20 +469,8 @@ pub async fn slow_get(
     token: &str,
     body_bytes: usize,
 ) -> SlowClient {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-    sock.set_recv_buffer_size(4096)
-        .expect("small receive buffer");
-    let mut stream = sock
-        .connect(addr.parse().expect("socket address"))
-        .await
-        .expect("connecting");
-    let req =
-        format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nwolkvox-token: {token}\r\n\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .expect("sending request");
+    use tokio::io::AsyncReadExt as _;
+    let mut stream = send_with_small_buffer(addr, path_and_query, token, "").await;
     let mut got = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
