@@ -268,14 +268,16 @@ impl Client {
         }
         let answer = match self.get(FEED_PATH, &query).await {
             Ok(a) => a,
-            Err(Error::Refused { status: 404, msg, .. }) => {
+            Err(Error::Refused {
+                status: 404, msg, ..
+            }) => {
                 return Err(Error::NoFeed {
                     why: format!("{FEED_PATH} answered 404 {}", msg.trim()),
                 });
             }
-            Err(Error::Refused { status: 400, msg, .. })
-                if parse::normalize(&msg) == voxtrail_wire::feed::INVALID_CURSOR =>
-            {
+            Err(Error::Refused {
+                status: 400, msg, ..
+            }) if parse::normalize(&msg) == voxtrail_wire::feed::INVALID_CURSOR => {
                 return Err(Error::InvalidCursor {
                     cursor: after.unwrap_or_default().to_owned(),
                 });
@@ -476,13 +478,7 @@ impl Client {
     }
 
     /// The one place an answer's status and texts are turned into a decision.
-    fn classify(
-        &self,
-        path: &str,
-        http: u16,
-        a: Answer,
-        retry_after: Option<Duration>,
-    ) -> Outcome {
+    fn classify(&self, path: &str, http: u16, a: Answer, retry_after: Option<Duration>) -> Outcome {
         // The hosted API may put the real status in `code` behind an HTTP 200.
         let code: Option<u16> = a.code.parse().ok();
         let status = match code {

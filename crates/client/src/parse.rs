@@ -439,8 +439,10 @@ mod tests {
         .unwrap();
         assert_eq!(ok.rows.len(), 2);
         assert_eq!(ok.cursor, "4.9");
-        let end = page(r#"{"code":"200","error":null,"msg":"0 records were found","data":[],"cursor":"4.9"}"#)
-            .unwrap();
+        let end = page(
+            r#"{"code":"200","error":null,"msg":"0 records were found","data":[],"cursor":"4.9"}"#,
+        )
+        .unwrap();
         assert!(end.rows.is_empty());
         // A number is read as its text.
         assert_eq!(
