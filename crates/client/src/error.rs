@@ -50,9 +50,7 @@ pub enum Error {
     NoFeed { why: String },
     /// 400 INVALID CURSOR: the source does not know the feed cursor given (malformed, of
     /// another operation or another source, or never given out). Final.
-    #[error(
-        "the source refused the feed cursor {cursor:?} (400 INVALID CURSOR): it was not given out by this source for this token's operation"
-    )]
+    #[error("the source refused the feed cursor {cursor:?} (400 INVALID CURSOR)")]
     InvalidCursor { cursor: String },
     /// Any other refusal (4xx): not retried.
     #[error("the server refused the request: HTTP {status} {error}: {msg}")]

@@ -130,7 +130,7 @@ impl<D: Destination> Collector<D> {
                 Ok(Got::Later)
             }
             Err(e @ Error::InvalidCursor { .. }) => Err(anyhow::Error::new(e).context(format!(
-                "the destination holds feed cursor {:?}, which {} does not know for this token's operation: the copy was made from another source or operation (pull into a new destination, or with --mode windows)",
+                "the destination's feed cursor {:?} was not given out by {} for this token's operation (a copy made from another source or operation?); pull into a new destination, or with --mode windows",
                 cursor.unwrap_or_default(),
                 self.config.target.source
             ))),

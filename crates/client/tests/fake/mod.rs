@@ -285,6 +285,17 @@ impl Fake {
             Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
             _ => {}
         }
+        // The hosted API serves these two paths only: anything else (the change feed, the
+        // per-hour digests of a voxtrail) is its web server's 404 page.
+        if !path.ends_with("/reports_manager.php") && !path.ends_with("/information.php") {
+            return send(
+                s,
+                404,
+                "<html><body><h1>404 Not Found</h1></body></html>",
+                &[],
+            )
+            .await;
+        }
         if !head.to_ascii_lowercase().contains("wolkvox-token:") {
             let m = "PLEASE ENTER THE WOLKVOX-TOKEN";
             return send(s, 401, &err(401, "UNAUTHORIZED", m), &[]).await;
