@@ -1889,8 +1889,20 @@ async fn auto_falls_back_to_windows_against_the_hosted_api() {
     assert!(text.contains("pull done: "), "{text}");
     assert!(text.contains(" windows, "), "{text}");
     assert_same(&ndjson_copy(&out), &fake_copy(&rows), "copy by windows");
-    // Forced to the feed: a clear error, non-zero.
+    // A hosted front end that answers every path with a page (200, HTML) has no feed either.
     args.retain(|a| a != "--follow");
+    fake.front_page_for_unknown_paths(true);
+    let (ok, text) = pull_once(&args, &env.path("front.log")).await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "the source has no change feed (/api/v2/voxtrail/chat_12/feed answered HTTP 200 without JSON): pulling by windows"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(" 0 new rows written"), "{text}");
+    fake.front_page_for_unknown_paths(false);
+    // Forced to the feed: a clear error, non-zero.
     args.extend(["--mode".to_owned(), "feed".to_owned()]);
     let (ok, text) = pull_once(&args, &env.path("forced.log")).await;
     assert!(!ok, "{text}");

@@ -45,7 +45,8 @@ pub enum Error {
     )]
     Unsplittable { window: String, rows: usize },
     /// The source has no change feed (the hosted API and voxtrails older than the feed answer
-    /// its path with 404); `why` says what it answered. Read by windows instead.
+    /// its path with 404; a front end may answer it with a page that is not JSON); `why` says
+    /// what it answered. Read by windows instead.
     #[error("the source has no change feed ({why})")]
     NoFeed { why: String },
     /// 400 INVALID CURSOR: the source does not know the feed cursor given (malformed, of

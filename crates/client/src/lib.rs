@@ -248,10 +248,11 @@ impl Client {
     /// in the order the changes became visible, and the cursor to pass back as `after`. Counts
     /// as one use; retried like the reports.
     ///
-    /// A source without the feed (the hosted API, an older voxtrail) is [`Error::NoFeed`]; a
-    /// cursor the source does not know (another source or operation, or junk) is
-    /// [`Error::InvalidCursor`]. A page is taken only whole: its `cursor` present and its
-    /// rows as many as its `msg` says, so a cursor never moves past a row that was not read.
+    /// A source without the feed (the hosted API, an older voxtrail: 404, or a 2xx page that is
+    /// not JSON) is [`Error::NoFeed`]; a cursor the source does not know (another source or
+    /// operation, or junk) is [`Error::InvalidCursor`]. A page is taken only whole: its
+    /// `cursor` present and its rows as many as its `msg` says, so a cursor never moves past a
+    /// row that was not read.
     pub async fn feed(&self, after: Option<&str>, limit: u32) -> Result<FeedPage, Error> {
         if !(1..=MAX_FEED_LIMIT).contains(&limit) {
             return Err(Error::Config(format!(
@@ -460,6 +461,17 @@ impl Client {
         };
         let answer = match parse_answer(&body) {
             Ok(a) => a,
+            // A web server that answers every path (a front page, a redirect to one) is not a
+            // feed: no JSON object at all, unlike a cut one, which is retried below.
+            Err(_)
+                if path == FEED_PATH
+                    && (200..300).contains(&status)
+                    && body.trim_ascii_start().first() != Some(&b'{') =>
+            {
+                return Outcome::Fail(Error::NoFeed {
+                    why: format!("{FEED_PATH} answered HTTP {status} without JSON"),
+                });
+            }
             Err(e) if status >= 500 || status == 429 || status == 200 => {
                 return Outcome::Retry {
                     reason: format!("HTTP {status}, unreadable answer: {e}"),
