@@ -23,7 +23,7 @@ use anyhow::{Context as _, anyhow, bail};
 use voxtrail_client::{Client, Row, parse_wall_clock};
 use voxtrail_collect::{
     BoxFuture, Checkpoint, Collector, CommitOutcome, Config, Destination, Event, KeyRule, KeyedRow,
-    Stop, Target, WindowDone, chrono_dur, parse_duration,
+    Mode, Stop, Target, WindowDone, chrono_dur, parse_duration,
 };
 use voxtrail_server::Store;
 use voxtrail_server::domain::{Interaction, Operation, OperationTz, WallClock};
@@ -347,6 +347,9 @@ fn collector_config(m: &Mirror, op: &Operation, client: &Client, follow: bool) -
         window: chrono_dur(Duration::from_secs(m.def.window_secs.max(1))),
         tz: op.tz.name().parse().unwrap_or(chrono_tz::UTC),
         token_info: false,
+        // A mirror reads windows (SPEC §9), the hosted API has no feed.
+        mode: Mode::Windows,
+        page: voxtrail_client::MAX_FEED_LIMIT,
     }
 }
 

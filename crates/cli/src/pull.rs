@@ -2,6 +2,10 @@
 //! destination (SQLite, PostgreSQL, NDJSON or CSV file), gap-free and without duplicates,
 //! once or forever (`--follow`).
 //!
+//! `--mode auto` (the default) follows a voxtrail source's change feed and falls back to
+//! windows, saying so once, when the source answers 404 for it (the hosted API, older
+//! voxtrails); `--mode feed` and `--mode windows` force one.
+//!
 //! The collector itself (cycle loop, checkpoints, destinations, file repair and migration)
 //! is the `voxtrail-collect` crate; this module owns only the command: its flags (checked
 //! into a `voxtrail_collect::Config`), SIGINT/SIGTERM (they stop the run after the current
@@ -21,7 +25,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use voxtrail_client::{Client, parse_wall_clock};
 use voxtrail_collect::{
-    Collector, Config, DestSpec, Event, KeyRule, Stop, Target, chrono_dur, parse_duration,
+    Collector, Config, DestSpec, Event, KeyRule, Mode, Stop, Target, chrono_dur, parse_duration,
 };
 
 use crate::progress::{Reporter, Unit};
@@ -87,6 +91,13 @@ pub struct PullArgs {
     /// First retry delay (doubles each attempt, with jitter).
     #[arg(long, default_value = "500ms", hide = true)]
     backoff: String,
+    /// How to read the source: feed (a voxtrail server's change feed), windows, or auto (the
+    /// feed when the source has it, else windows).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "feed", "windows"])]
+    mode: String,
+    /// Rows per change-feed page (1 to 10000).
+    #[arg(long, default_value_t = voxtrail_client::MAX_FEED_LIMIT)]
+    page: u32,
     /// Copy nothing: compare the per-hour digests of source (a voxtrail server) and
     /// destination over --since..--until and print each hour that differs (exit 1 if any).
     #[arg(long, conflicts_with = "follow")]
@@ -153,6 +164,21 @@ impl PullArgs {
         if self.follow && matches!(every, Ok(d) if d.is_zero()) {
             note(Err(anyhow!("--every must be at least 1s")));
         }
+        if !(1..=voxtrail_client::MAX_FEED_LIMIT).contains(&self.page) {
+            note(Err(anyhow!(
+                "--page {}: a feed page holds 1 to {} rows",
+                self.page,
+                voxtrail_client::MAX_FEED_LIMIT
+            )));
+        }
+        let mode: Result<Mode, _> = self.mode.parse().map_err(|e| anyhow!("--mode {e}"));
+        note(mode.as_ref().map(|_| ()).map_err(|e| anyhow!("{e}")));
+        if matches!(mode, Ok(Mode::Feed)) && self.api != voxtrail_wire::CHAT_12 {
+            note(Err(anyhow!(
+                "--mode feed: the change feed carries chat_12 only, not {}",
+                self.api
+            )));
+        }
         if !problems.is_empty() {
             bail!(problems.join("\n"));
         }
@@ -185,6 +211,8 @@ impl PullArgs {
             window: chrono_dur(window?),
             tz,
             token_info: self.token_info,
+            mode: mode?,
+            page: self.page,
         };
         Ok((config, into?, client))
     }
@@ -253,21 +281,30 @@ async fn collect(config: Config, into: DestSpec, client: Client) -> anyhow::Resu
         .run(stop)
         .await;
     bar.finish();
-    let cp = summary
-        .checkpoint
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| "none".into());
-    eprintln!(
-        "pull {}: {} windows, {} rows read, {} new rows written, checkpoint {cp}",
-        if summary.error.is_none() {
-            "done"
-        } else {
-            "stopped"
-        },
-        summary.windows,
-        summary.rows,
-        summary.written
-    );
+    let state = if summary.error.is_none() {
+        "done"
+    } else {
+        "stopped"
+    };
+    if summary.feed {
+        eprintln!(
+            "pull {state}: {} feed pages, {} rows read, {} new rows written, {} replaced, cursor {}",
+            summary.pages,
+            summary.rows,
+            summary.written,
+            summary.updated,
+            summary.cursor.as_deref().unwrap_or("none")
+        );
+    } else {
+        let cp = summary
+            .checkpoint
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "none".into());
+        eprintln!(
+            "pull {state}: {} windows, {} rows read, {} new rows written, checkpoint {cp}",
+            summary.windows, summary.rows, summary.written
+        );
+    }
     summary.into_result()
 }
 
@@ -321,6 +358,37 @@ impl voxtrail_collect::Progress for Printer {
             Event::WindowDeferred { window, error } => self.bar.line(&format!(
                 "window {window}: {error}; trying again next cycle"
             )),
+            Event::FeedUnavailable { error } => {
+                self.bar.line(&format!("{error}: pulling by windows"))
+            }
+            Event::FeedStarted { cursor } => self.bar.line(&match cursor {
+                Some(c) => format!("following the change feed after cursor {c}"),
+                None => "following the change feed from its beginning".to_owned(),
+            }),
+            Event::PageCommitted {
+                rows,
+                kept,
+                cursor,
+                outcome,
+            } => {
+                if *rows > 0 || !self.follow {
+                    let skipped = match rows - kept {
+                        0 => String::new(),
+                        n => format!(" ({n} outside --since/--until)"),
+                    };
+                    self.bar.line(&format!(
+                        "feed page to cursor {cursor}: {rows} rows{skipped}, {} new, {} replaced",
+                        outcome.inserted, outcome.updated
+                    ));
+                }
+                let total = self.rows.fetch_add(*rows as u64, Ordering::Relaxed) + *rows as u64;
+                let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+                self.bar
+                    .set_message(format!("{total} rows ({:.0} rows/s)", total as f64 / secs));
+            }
+            Event::PageDeferred { error } => self
+                .bar
+                .line(&format!("change feed: {error}; trying again next cycle")),
             _ => {}
         }
     }

@@ -129,6 +129,8 @@ fn pull_draws_a_bar_of_the_span_then_prints_its_summary() {
             "20260201000000",
             "--until",
             "20260203235959",
+            "--mode",
+            "windows",
             "--into",
             &into,
         ],

@@ -192,9 +192,10 @@ fn assert_same(copy: &Copy, truth: &Copy, what: &str) {
     }
 }
 
-/// (a) Two collectors follow a live server (NDJSON and SQLite) while another task ingests
-/// rows through the API, a third of them dated minutes in the past; once ingestion stops and
-/// the collectors catch up, both copies equal the server's data; SIGTERM ends them with 0.
+/// (a) Two collectors follow a live server (NDJSON by the change feed, the default; SQLite by
+/// windows) while another task ingests rows through the API, a third of them dated minutes in
+/// the past; once ingestion stops and the collectors catch up, both copies equal the server's
+/// data; SIGTERM ends them with 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn follow_copies_a_live_server_exactly_late_rows_included() {
     let env = Env::new();
@@ -244,7 +245,8 @@ async fn follow_copies_a_live_server_exactly_late_rows_included() {
         .collect()
     };
     let a_nd = common_args(&t_nd, format!("ndjson:{}", nd.display()));
-    let a_sq = common_args(&t_sq, format!("sqlite://{}", sq.display()));
+    let mut a_sq = common_args(&t_sq, format!("sqlite://{}", sq.display()));
+    a_sq.extend(["--mode".to_owned(), "windows".to_owned()]);
     let log_nd = env.path("nd.log");
     let log_sq = env.path("sq.log");
     let mut c_nd = pull(
@@ -303,6 +305,12 @@ async fn follow_copies_a_live_server_exactly_late_rows_included() {
     );
     assert_same(&ndjson_copy(&nd), &want, "ndjson copy");
     assert_same(&sqlite_copy(&sq), &want, "sqlite copy");
+    assert!(
+        read(&log_nd).contains("following the change feed from its beginning"),
+        "{}",
+        read(&log_nd)
+    );
+    assert!(!read(&log_sq).contains("change feed"), "{}", read(&log_sq));
     for (c, log) in [(&mut c_nd, &log_nd), (&mut c_sq, &log_sq)] {
         sigterm(c);
         let st = wait(c, Duration::from_secs(30));
@@ -364,6 +372,8 @@ async fn sigkill_mid_run_then_restart_leaves_an_exact_copy() {
             "UTC",
             "--window",
             "10m",
+            "--mode",
+            "windows",
             "--into",
             &into,
         ];
@@ -459,6 +469,9 @@ async fn pull_through_a_faulty_truncating_fake_copies_everything() {
         "25",
         "--backoff",
         "1ms",
+        // Every scripted fault for the windows (auto: see auto_falls_back_to_windows_…).
+        "--mode",
+        "windows",
         "--into",
         &into,
     ];
@@ -682,57 +695,67 @@ impl Drop for PgDb {
     }
 }
 
-/// `--into postgres://…`: killed mid-run and restarted, the copy is exact; a second pull adds
-/// nothing.
+/// `--into postgres://…`, by windows and by the change feed: killed mid-run and restarted, the
+/// copy is exact; a second pull adds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_into_postgres_survives_sigkill_and_is_exact() {
-    let Some(db) = PgDb::create() else {
-        return;
-    };
     let env = Env::new();
     env.operation("acme", "UTC");
     env.seed("acme", 600, "20261001000000", 1);
     let server = env.serve(None);
     let url = format!("http://{}", server.addr);
-    let token = env.token("acme", "report", Some(1_000_000));
     let t_truth = env.token("acme", "report", Some(1_000_000));
     let want = truth(&server, &t_truth, "20260930000000", "20261001000000").await;
     assert_eq!(want.len(), 600);
-    let args = [
-        "--url",
-        &url,
-        "--token",
-        &token,
-        "--since",
-        "20260930000000",
-        "--until",
-        "20261001000000",
-        "--timezone",
-        "UTC",
-        "--window",
-        "10m",
-        "--into",
-        &db.url,
-    ];
-    let log = env.path("pg.log");
-    let mut child = pull(&args, &log).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while db.copy().len() < 100 && child.try_wait().unwrap().is_none() && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
+    for (mode, end) in [
+        (
+            "windows",
+            " 0 new rows written, checkpoint 20261001000000\n",
+        ),
+        ("feed", " 0 new rows written, 0 replaced, cursor 1.600\n"),
+    ] {
+        let Some(db) = PgDb::create() else {
+            return;
+        };
+        let token = env.token("acme", "report", Some(1_000_000));
+        let args = [
+            "--url",
+            &url,
+            "--token",
+            &token,
+            "--since",
+            "20260930000000",
+            "--until",
+            "20261001000000",
+            "--timezone",
+            "UTC",
+            "--window",
+            "10m",
+            "--mode",
+            mode,
+            "--page",
+            "50",
+            "--into",
+            &db.url,
+        ];
+        let log = env.path(&format!("pg-{mode}.log"));
+        let mut child = pull(&args, &log).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while db.copy().len() < 100
+            && child.try_wait().unwrap().is_none()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let st = pull(&args, &log).status().unwrap();
+        assert!(st.success(), "{mode}: {}", read(&log));
+        assert_same(&db.copy(), &want, &format!("postgres copy by {mode}"));
+        let st = pull(&args, &log).status().unwrap();
+        assert!(st.success(), "{mode}: {}", read(&log));
+        assert!(read(&log).ends_with(end), "{mode}: {}", read(&log));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let st = pull(&args, &log).status().unwrap();
-    assert!(st.success(), "{}", read(&log));
-    assert_same(&db.copy(), &want, "postgres copy");
-    let st = pull(&args, &log).status().unwrap();
-    assert!(st.success(), "{}", read(&log));
-    assert!(
-        read(&log).ends_with(" 0 new rows written, checkpoint 20261001000000\n"),
-        "{}",
-        read(&log)
-    );
 }
 
 /// Following, an outage longer than every retry does not end the run: the cycle is tried
@@ -818,6 +841,8 @@ async fn sigint_finishes_the_current_window_and_saves_its_checkpoint() {
         "86399s",
         "--timezone",
         "UTC",
+        "--mode",
+        "windows",
         "--into",
         &into,
     ];
@@ -1479,4 +1504,487 @@ async fn a_foreign_v1_file_and_a_state_rewritten_by_an_earlier_voxtrail_are_refu
     assert_eq!(std::fs::read(&out).unwrap(), data);
     assert_eq!(std::fs::read_to_string(&v1).unwrap(), "mine\n");
     assert_eq!(std::fs::read_to_string(&state).unwrap(), old_state);
+}
+
+// ---------------------------------------------------------------------------------------
+// The change feed (docs/api.md, "Change feed"; README, "voxtrail pull").
+// ---------------------------------------------------------------------------------------
+
+/// POSTs NDJSON lines with an ingest token.
+async fn ingest(server: &Server, token: &str, lines: &[String]) {
+    let resp = client()
+        .post(server.url("/api/v2/interactions"))
+        .header("wolkvox-token", token)
+        .header("content-type", "application/x-ndjson")
+        .body(lines.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
+
+/// `voxtrail pull ARGS` to its end (off the test's runtime): success and the log's new text.
+async fn pull_once(args: &[String], log: &Path) -> (bool, String) {
+    let before = read(log).len();
+    let mut c = pull(&args.iter().map(String::as_str).collect::<Vec<_>>(), log);
+    let st = tokio::task::spawn_blocking(move || c.status().unwrap())
+        .await
+        .unwrap();
+    (st.success(), read(log)[before..].to_owned())
+}
+
+/// The feed, by default: every row copied exactly once, 60 rows of one second included, in
+/// pages of 7 (so ties straddle pages); rows ingested after the first run — one dated before
+/// every other, which windows would need a lookback for — come with the second; the copy
+/// verifies; rows outside --since/--until are skipped, not copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_pull_copies_every_row_once_ties_included_then_new_rows() {
+    let env = Env::new();
+    env.operation("acme", "UTC");
+    let mut lines: Vec<String> = (0..60)
+        .map(|i| record(&format!("tie{i}"), "2026-10-01 08:00:00"))
+        .collect();
+    lines.extend((0..140).map(|i| {
+        let t = chrono::NaiveDate::from_ymd_opt(2026, 10, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            + chrono::Duration::minutes(7 * i);
+        record(&format!("r{i}"), &row_ts(t))
+    }));
+    // Outside --since/--until: in the feed, not in the copy.
+    lines.push(record("too-old", "2026-09-01 00:00:00"));
+    lines.push(record("too-new", "2026-10-05 00:00:00"));
+    env.import_ndjson("acme", &(lines.join("\n") + "\n"));
+    let ingest_token = env.token("acme", "ingest", None);
+    let server = env.serve(None);
+    let url = server.url("");
+    let t_truth = env.token("acme", "report", Some(1_000_000));
+    let token = env.token("acme", "report", Some(1_000_000));
+    let (since, until) = ("20260930000000", "20261002235959");
+    for (i, dest) in ["sqlite", "ndjson"].into_iter().enumerate() {
+        // The source holds 202 rows, and 2 more after each destination's first run.
+        let n = 202 + 2 * i;
+        let path = env.path(&format!("feed.{dest}"));
+        let into = match dest {
+            "sqlite" => format!("sqlite://{}", path.display()),
+            d => format!("{d}:{}", path.display()),
+        };
+        let log = env.path(&format!("feed-{dest}.log"));
+        let args: Vec<String> = [
+            "--url", &url, "--token", &token, "--since", since, "--until", until, "--page", "7",
+            "--into", &into,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (ok, text) = pull_once(&args, &log).await;
+        assert!(ok, "{dest}: {text}");
+        assert!(
+            text.contains("following the change feed from its beginning"),
+            "{text}"
+        );
+        assert!(text.contains("(2 outside --since/--until)"), "{text}");
+        let done = format!(
+            "pull done: {} feed pages, {n} rows read, {} new rows written, 0 replaced, cursor 1.{n}\n",
+            n.div_ceil(7),
+            n - 2
+        );
+        assert!(text.ends_with(&done), "{dest}: {text}");
+        let copy = |p: &Path| match dest {
+            "sqlite" => sqlite_copy(p),
+            _ => ndjson_copy(p),
+        };
+        let want = truth(&server, &t_truth, since, until).await;
+        assert_eq!(want.len(), n - 2);
+        assert_same(&copy(&path), &want, dest);
+
+        // New rows, one dated before every other; the next run reads only them.
+        let now = [
+            record(&format!("{dest}-later-1"), "2026-10-02 10:00:00"),
+            record(&format!("{dest}-earliest"), "2026-09-30 00:00:01"),
+        ];
+        ingest(&server, &ingest_token, &now).await;
+        let (ok, text) = pull_once(&args, &log).await;
+        assert!(ok, "{dest}: {text}");
+        assert!(
+            text.contains(&format!("following the change feed after cursor 1.{n}\n")),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&format!(
+                " 2 rows read, 2 new rows written, 0 replaced, cursor 1.{}\n",
+                n + 2
+            )),
+            "{dest}: {text}"
+        );
+        let want = truth(&server, &t_truth, since, until).await;
+        assert_same(&copy(&path), &want, &format!("{dest} after new rows"));
+    }
+    // The SQLite copy lacks the two rows ingested after its last run: --verify names their
+    // hours; once pulled again, it proves itself complete.
+    let into = format!("sqlite://{}", env.path("feed.sqlite").display());
+    let mut args: Vec<String> = [
+        "--url", &url, "--token", &token, "--since", since, "--until", until, "--into", &into,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let verify: Vec<String> = args.iter().cloned().chain(["--verify".into()]).collect();
+    let (ok, text) = pull_once(&verify, &env.path("verify.log")).await;
+    assert!(!ok, "{text}");
+    assert!(text.contains("verify: 2 hours differ"), "{text}");
+    args.extend(["--page".into(), "7".into()]);
+    let (ok, text) = pull_once(&args, &env.path("verify.log")).await;
+    assert!(ok, "{text}");
+    let (ok, text) = pull_once(&verify, &env.path("verify.log")).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("every hour matches"), "{text}");
+}
+
+/// SIGKILL in the middle of a feed pull, several times, then a run to the end: every file and
+/// database copy equals the server's data exactly; one more run reads nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_pull_resumes_after_sigkill_without_loss_or_duplicates() {
+    let env = Env::new();
+    env.operation("acme", "UTC");
+    env.seed("acme", 1500, "20261001000000", 2);
+    let server = env.serve(None);
+    let url = format!("http://{}", server.addr);
+    let t_truth = env.token("acme", "report", Some(1_000_000));
+    let want = truth(&server, &t_truth, "20260928000000", "20261001000000").await;
+    assert_eq!(want.len(), 1500);
+    for dest in ["ndjson", "csv", "sqlite"] {
+        let token = env.token("acme", "report", Some(1_000_000));
+        let path = env.path(&format!("copy.{dest}"));
+        let into = match dest {
+            "sqlite" => format!("sqlite://{}", path.display()),
+            d => format!("{d}:{}", path.display()),
+        };
+        let args = [
+            "--url",
+            &url,
+            "--token",
+            &token,
+            "--since",
+            "20260928000000",
+            "--mode",
+            "feed",
+            "--page",
+            "40",
+            "--into",
+            &into,
+        ];
+        let log = env.path(&format!("{dest}.log"));
+        let wal = env.path(&format!("copy.{dest}-wal"));
+        let size = || {
+            [&path, &wal]
+                .iter()
+                .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+                .sum::<u64>()
+        };
+        for round in 1..=3 {
+            let mut child = pull(&args, &log).spawn().unwrap();
+            let before = size();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while size() <= before + 200_000 * round * round
+                && child.try_wait().unwrap().is_none()
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+        let st = pull(&args, &log).status().unwrap();
+        assert!(st.success(), "{dest}: {}", read(&log));
+        let copy = match dest {
+            "ndjson" => ndjson_copy(&path),
+            "csv" => csv_copy(&path),
+            _ => sqlite_copy(&path),
+        };
+        assert_same(&copy, &want, dest);
+        let st = pull(&args, &log).status().unwrap();
+        assert!(st.success(), "{dest}: {}", read(&log));
+        let text = read(&log);
+        assert!(
+            text.ends_with(
+                "pull done: 0 feed pages, 0 rows read, 0 new rows written, 0 replaced, cursor 1.1500\n"
+            ),
+            "{dest}: {text}"
+        );
+        // The runs were killed in the middle: some resumed after a cursor short of the end.
+        assert!(
+            text.lines().any(
+                |l| l.starts_with("following the change feed after cursor 1.")
+                    && !l.ends_with("1.1500")
+            ),
+            "{text}"
+        );
+    }
+}
+
+/// A row that changes upstream (a mirrored operation of the source voxtrail replaces it) comes
+/// again in the feed and replaces the copy's row; nothing is duplicated; the copy verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_pull_replaces_a_row_changed_upstream() {
+    use fake::{Fake, FakeRow, Mode, spread};
+    let t0 = utc_now() - chrono::Duration::hours(2);
+    let fake = Fake::start(spread("m", 30, &row_ts(t0), 60), Mode::default()).await;
+    let env = Env::new();
+    let server = env.serve(None);
+    let since = api_ts(t0 - chrono::Duration::minutes(1));
+    let out = env
+        .cmd()
+        .args([
+            "mirror",
+            "set",
+            "--operation",
+            "live",
+            "--url",
+            &fake.url(),
+            "--timezone",
+            "UTC",
+            "--since",
+            &since,
+            "--every",
+            "1s",
+            "--lookback",
+            "3h",
+        ])
+        .env("VOXTRAIL_UPSTREAM_TOKEN", "upstream-token")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = env.token("live", "report", Some(1_000_000));
+    let end = api_ts(utc_now() + chrono::Duration::hours(1));
+    let mirrored = eventually(Duration::from_secs(20), async || {
+        let resp = client()
+            .get(server.report_url(&since, &end))
+            .header("wolkvox-token", &token)
+            .send()
+            .await
+            .unwrap();
+        resp.status() == 200
+            && resp.json::<Value>().await.unwrap()["data"]
+                .as_array()
+                .unwrap()
+                .len()
+                == 30
+    })
+    .await;
+    assert!(mirrored, "{}", server.logs());
+
+    let path = env.path("copy.db");
+    let into = format!("sqlite://{}", path.display());
+    let log = env.path("changed.log");
+    let args: Vec<String> = [
+        "--url",
+        &server.url(""),
+        "--token",
+        &token,
+        "--since",
+        &since,
+        "--timezone",
+        "UTC",
+        "--into",
+        &into,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (ok, text) = pull_once(&args, &log).await;
+    assert!(ok, "{text}");
+    assert!(text.contains(" 30 new rows written, 0 replaced"), "{text}");
+
+    let mut changed = FakeRow::chat12("m3", &row_ts(t0 + chrono::Duration::minutes(3)), false);
+    changed.fields[7].1 = "edited upstream".into();
+    fake.upsert_row(changed);
+    let replaced = eventually(Duration::from_secs(20), async || {
+        truth(&server, &token, &since, &end).await["m3"]["body"] == "edited upstream"
+    })
+    .await;
+    assert!(replaced, "{}", server.logs());
+    let (ok, text) = pull_once(&args, &log).await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(" 1 rows read, 0 new rows written, 1 replaced"),
+        "{text}"
+    );
+    let copy = sqlite_copy(&path);
+    assert_eq!(copy["m3"]["body"], "edited upstream");
+    assert_same(
+        &copy,
+        &truth(&server, &token, &since, &end).await,
+        "copy after a change",
+    );
+    let mut verify = args.clone();
+    verify.extend(["--until".to_owned(), end.clone(), "--verify".to_owned()]);
+    let (ok, text) = pull_once(&verify, &log).await;
+    assert!(ok, "{text}");
+}
+
+/// Against the hosted API (its fake: 404 for the feed's path) the default mode says once that
+/// there is no feed and copies by windows, exactly; `--mode feed` is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_falls_back_to_windows_against_the_hosted_api() {
+    use fake::{Fake, Fault, Mode, spread};
+    let rows = spread("h", 120, "2026-05-01 00:00:00", 900);
+    let fake = Fake::start(rows.clone(), Mode::default()).await;
+    // A retryable fault on the feed request first: retried, then the 404 decides.
+    fake.script([Fault::Status500]);
+    let env = Env::new();
+    let out = env.path("copy.ndjson");
+    let log = env.path("pull.log");
+    let into = format!("ndjson:{}", out.display());
+    let mut args: Vec<String> = [
+        "--url",
+        &fake.url(),
+        "--token",
+        "t",
+        "--since",
+        "20260430000000",
+        "--until",
+        "20260503000000",
+        "--timezone",
+        "UTC",
+        "--follow",
+        "--every",
+        "1s",
+        "--backoff",
+        "1ms",
+        "--into",
+        &into,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut child = pull(&args.iter().map(String::as_str).collect::<Vec<_>>(), &log)
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), async || ndjson_copy(&out).len()
+            == 120)
+        .await,
+        "{}",
+        read(&log)
+    );
+    // Two more cycles, then stop: the fallback is decided and said once per run.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    sigterm(&child);
+    let st = wait(&mut child, Duration::from_secs(30));
+    let text = read(&log);
+    assert!(st.success(), "{text}");
+    assert_eq!(
+        text.matches("the source has no change feed (/api/v2/voxtrail/chat_12/feed answered 404")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("): pulling by windows"), "{text}");
+    assert!(text.contains("pull done: "), "{text}");
+    assert!(text.contains(" windows, "), "{text}");
+    assert_same(&ndjson_copy(&out), &fake_copy(&rows), "copy by windows");
+    // A hosted front end that answers every path with a page (200, HTML) has no feed either.
+    args.retain(|a| a != "--follow");
+    fake.front_page_for_unknown_paths(true);
+    let (ok, text) = pull_once(&args, &env.path("front.log")).await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "the source has no change feed (/api/v2/voxtrail/chat_12/feed answered HTTP 200 without JSON): pulling by windows"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(" 0 new rows written"), "{text}");
+    fake.front_page_for_unknown_paths(false);
+    // Forced to the feed: a clear error, non-zero.
+    args.extend(["--mode".to_owned(), "feed".to_owned()]);
+    let (ok, text) = pull_once(&args, &env.path("forced.log")).await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("error: --mode feed: the source has no change feed"),
+        "{text}"
+    );
+}
+
+/// A feed cursor the source never gave out (of another operation, or junk written into the
+/// copy) stops the run with a clear error and changes nothing; bad flags are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_feed_cursor_in_the_destination_is_a_clear_error() {
+    let env = Env::new();
+    env.operation("acme", "UTC");
+    env.operation("other", "UTC");
+    env.seed("acme", 30, "20261001000000", 1);
+    env.seed("other", 30, "20261001000000", 1);
+    let server = env.serve(None);
+    let path = env.path("copy.db");
+    let into = format!("sqlite://{}", path.display());
+    let log = env.path("cursor.log");
+    let args = |token: &str| -> Vec<String> {
+        [
+            "--url",
+            &server.url(""),
+            "--token",
+            token,
+            "--since",
+            "20260901000000",
+            "--into",
+            &into,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let acme = env.token("acme", "report", None);
+    let other = env.token("other", "report", None);
+    let (ok, text) = pull_once(&args(&acme), &log).await;
+    assert!(ok, "{text}");
+    // The same copy with a token of another operation: its cursor is not that operation's.
+    let (ok, text) = pull_once(&args(&other), &log).await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("error: the destination's feed cursor \"1.30\" was not given out by http://"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pull into a new destination, or with --mode windows"),
+        "{text}"
+    );
+    assert!(text.contains("(400 INVALID CURSOR)"), "{text}");
+    for junk in ["1.999", "not-a-cursor"] {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("UPDATE pull_feed_cursors SET cursor = ?1", [junk])
+            .unwrap();
+        drop(conn);
+        let (ok, text) = pull_once(&args(&acme), &log).await;
+        assert!(!ok, "{junk}: {text}");
+        assert!(
+            text.contains(&format!("error: the destination's feed cursor \"{junk}\"")),
+            "{text}"
+        );
+        assert_eq!(sqlite_copy(&path).len(), 30);
+    }
+    // Bad flags: one clear line each.
+    let mut bad = args(&acme);
+    bad.extend(["--page", "0", "--api", "other_report", "--mode", "feed"].map(String::from));
+    let (ok, text) = pull_once(&bad, &log).await;
+    assert!(!ok);
+    assert!(
+        text.contains("--page 0: a feed page holds 1 to 10000 rows"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--mode feed: the change feed carries chat_12 only"),
+        "{text}"
+    );
+    let mut bad = args(&acme);
+    bad.extend(["--mode", "sideways"].map(String::from));
+    let (ok, text) = pull_once(&bad, &log).await;
+    assert!(!ok);
+    assert!(text.contains("sideways"), "{text}");
 }

@@ -44,6 +44,15 @@ pub enum Error {
         "the one-second window {window} still holds {rows} rows or more, above the limit; cannot narrow it further"
     )]
     Unsplittable { window: String, rows: usize },
+    /// The source has no change feed (the hosted API and voxtrails older than the feed answer
+    /// its path with 404; a front end may answer it with a page that is not JSON); `why` says
+    /// what it answered. Read by windows instead.
+    #[error("the source has no change feed ({why})")]
+    NoFeed { why: String },
+    /// 400 INVALID CURSOR: the source does not know the feed cursor given (malformed, of
+    /// another operation or another source, or never given out). Final.
+    #[error("the source refused the feed cursor {cursor:?} (400 INVALID CURSOR)")]
+    InvalidCursor { cursor: String },
     /// Any other refusal (4xx): not retried.
     #[error("the server refused the request: HTTP {status} {error}: {msg}")]
     Refused {

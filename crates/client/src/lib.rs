@@ -52,7 +52,7 @@ use chrono::NaiveDateTime;
 use voxtrail_wire::{Chat12Row, TokenInfoRow};
 
 pub use error::Error;
-pub use parse::{Answer, Row, parse_answer};
+pub use parse::{Answer, FeedPage, Row, parse_answer};
 pub use window::{Window, format_wall_clock, parse_wall_clock};
 
 use polite::{Backoff, FileLock};
@@ -61,6 +61,10 @@ use polite::{Backoff, FileLock};
 pub const REPORTS_PATH: &str = "/api/v2/reports_manager.php";
 /// Path of the information endpoint (`token_info`).
 pub const INFORMATION_PATH: &str = "/api/v2/information.php";
+/// Path of a voxtrail server's change feed (the hosted API has none).
+pub const FEED_PATH: &str = voxtrail_wire::feed::FEED_PATH;
+/// Most rows a feed page may hold.
+pub const MAX_FEED_LIMIT: u32 = voxtrail_wire::feed::MAX_FEED_LIMIT;
 /// Rows at which a truncating server is assumed to have cut the answer (the hosted limit).
 pub const DEFAULT_TRUNCATION_THRESHOLD: usize = 60_000;
 
@@ -221,7 +225,7 @@ impl Client {
     /// One request to the reports endpoint: `api` plus `params`, no windowing. Rows come
     /// back as read, whatever the report.
     pub async fn call(&self, api: &str, params: &[(&str, &str)]) -> Result<Vec<Row>, Error> {
-        Ok(self.get(REPORTS_PATH, api, params).await?.rows)
+        Ok(self.get(REPORTS_PATH, &with_api(api, params)).await?.rows)
     }
 
     /// The per-hour digests of `ini..=end` (at most 31 days) from a voxtrail server
@@ -233,16 +237,62 @@ impl Client {
         Ok(self
             .get(
                 voxtrail_wire::hours::HOURS_PATH,
-                voxtrail_wire::CHAT_12,
-                &params,
+                &with_api(voxtrail_wire::CHAT_12, &params),
             )
             .await?
             .rows)
     }
 
+    /// One page of a voxtrail server's change feed ([`FEED_PATH`]): at most `limit` rows
+    /// (1 to [`MAX_FEED_LIMIT`]) stored or changed after `after` (`None`: from the beginning),
+    /// in the order the changes became visible, and the cursor to pass back as `after`. Counts
+    /// as one use; retried like the reports.
+    ///
+    /// A source without the feed (the hosted API, an older voxtrail: 404, or a 2xx page that is
+    /// not JSON) is [`Error::NoFeed`]; a cursor the source does not know (another source or
+    /// operation, or junk) is [`Error::InvalidCursor`]. A page is taken only whole: its
+    /// `cursor` present and its rows as many as its `msg` says, so a cursor never moves past a
+    /// row that was not read.
+    pub async fn feed(&self, after: Option<&str>, limit: u32) -> Result<FeedPage, Error> {
+        if !(1..=MAX_FEED_LIMIT).contains(&limit) {
+            return Err(Error::Config(format!(
+                "feed page of {limit} rows: it must be 1 to {MAX_FEED_LIMIT}"
+            )));
+        }
+        if after.is_some_and(|a| a.trim().is_empty()) {
+            return Err(Error::Config("the feed cursor is empty".into()));
+        }
+        let limit_text = limit.to_string();
+        let mut query = vec![("limit", limit_text.as_str())];
+        if let Some(a) = after {
+            query.push(("after", a));
+        }
+        let answer = match self.get(FEED_PATH, &query).await {
+            Ok(a) => a,
+            Err(Error::Refused {
+                status: 404, msg, ..
+            }) => {
+                return Err(Error::NoFeed {
+                    why: format!("{FEED_PATH} answered 404 {}", msg.trim()),
+                });
+            }
+            Err(Error::Refused {
+                status: 400, msg, ..
+            }) if parse::normalize(&msg) == voxtrail_wire::feed::INVALID_CURSOR => {
+                return Err(Error::InvalidCursor {
+                    cursor: after.unwrap_or_default().to_owned(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        FeedPage::from_answer(answer, limit).map_err(|why| Error::NoFeed {
+            why: format!("{FEED_PATH} answered 200 but {why}"),
+        })
+    }
+
     /// `token_info`: the token's limit and today's use (counts as one use).
     pub async fn token_info(&self) -> Result<TokenInfoRow, Error> {
-        let a = self.get(INFORMATION_PATH, "token_info", &[]).await?;
+        let a = self.get(INFORMATION_PATH, TOKEN_INFO_QUERY).await?;
         a.rows
             .first()
             .map(Row::to_token_info)
@@ -292,7 +342,7 @@ impl Client {
         while let Some(w) = todo.pop_front() {
             let (ini, end) = (w.date_ini(), w.date_end());
             let params = [("date_ini", ini.as_str()), ("date_end", end.as_str())];
-            let too_many = match self.get(REPORTS_PATH, api, &params).await {
+            let too_many = match self.get(REPORTS_PATH, &with_api(api, &params)).await {
                 Ok(a) if a.rows.len() >= self.cfg.truncation_threshold => Some(a.rows.len()),
                 Ok(a) => {
                     rows.extend(a.rows);
@@ -314,12 +364,12 @@ impl Client {
         Ok(rows)
     }
 
-    /// One logical request, retried on retryable failures.
-    async fn get(&self, path: &str, api: &str, params: &[(&str, &str)]) -> Result<Answer, Error> {
+    /// One logical request (`query` as sent), retried on retryable failures.
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Answer, Error> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.in_turn(path, api, params).await? {
+            match self.in_turn(path, query).await? {
                 Outcome::Done(a) => return Ok(a),
                 // Say how much of the limit is used, if the server still answers token_info
                 // (never asked again when token_info itself was refused).
@@ -351,12 +401,7 @@ impl Client {
 
     /// One attempt in this token's turn: the process-wide token lock and the lock file (if
     /// any) are held while it runs.
-    async fn in_turn(
-        &self,
-        path: &str,
-        api: &str,
-        params: &[(&str, &str)],
-    ) -> Result<Outcome, Error> {
+    async fn in_turn(&self, path: &str, query: &[(&str, &str)]) -> Result<Outcome, Error> {
         let _turn = self.token_lock.lock().await;
         let _file = match &self.cfg.lock_file {
             Some(p) => Some(
@@ -366,28 +411,26 @@ impl Client {
             ),
             None => None,
         };
-        Ok(self.once(path, api, params).await)
+        Ok(self.once(path, query).await)
     }
 
     /// After a 403 TOKEN LIMIT EXCEEDED: one `token_info` attempt, not retried. The hosted API
     /// may answer it; voxtrail counts it as a use and refuses it once the limit is used. Any
     /// failure means `None` — the refusal that led here is what the caller gets either way.
     async fn usage_after_limit(&self) -> Option<Box<TokenInfoRow>> {
-        match self.in_turn(INFORMATION_PATH, "token_info", &[]).await {
+        match self.in_turn(INFORMATION_PATH, TOKEN_INFO_QUERY).await {
             Ok(Outcome::Done(a)) => a.rows.first().map(|r| Box::new(r.to_token_info())),
             _ => None,
         }
     }
 
     /// One HTTP exchange and what it means.
-    async fn once(&self, path: &str, api: &str, params: &[(&str, &str)]) -> Outcome {
-        let mut query: Vec<(&str, &str)> = vec![("api", api)];
-        query.extend(params.iter().filter(|(k, _)| *k != "api"));
+    async fn once(&self, path: &str, query: &[(&str, &str)]) -> Outcome {
         let url = format!("{}{}", self.base, path);
         let resp = match self
             .http
             .get(&url)
-            .query(&query)
+            .query(query)
             .header("wolkvox-token", &self.cfg.token)
             .send()
             .await
@@ -418,6 +461,17 @@ impl Client {
         };
         let answer = match parse_answer(&body) {
             Ok(a) => a,
+            // A web server that answers every path (a front page, a redirect to one) is not a
+            // feed: no JSON object at all, unlike a cut one, which is retried below.
+            Err(_)
+                if path == FEED_PATH
+                    && (200..300).contains(&status)
+                    && body.trim_ascii_start().first() != Some(&b'{') =>
+            {
+                return Outcome::Fail(Error::NoFeed {
+                    why: format!("{FEED_PATH} answered HTTP {status} without JSON"),
+                });
+            }
             Err(e) if status >= 500 || status == 429 || status == 200 => {
                 return Outcome::Retry {
                     reason: format!("HTTP {status}, unreadable answer: {e}"),
@@ -432,11 +486,11 @@ impl Client {
                 });
             }
         };
-        self.classify(status, answer, retry_after)
+        self.classify(path, status, answer, retry_after)
     }
 
     /// The one place an answer's status and texts are turned into a decision.
-    fn classify(&self, http: u16, a: Answer, retry_after: Option<Duration>) -> Outcome {
+    fn classify(&self, path: &str, http: u16, a: Answer, retry_after: Option<Duration>) -> Outcome {
         // The hosted API may put the real status in `code` behind an HTTP 200.
         let code: Option<u16> = a.code.parse().ok();
         let status = match code {
@@ -451,7 +505,11 @@ impl Client {
         };
         match status {
             200 => Outcome::Done(a),
-            404 if self.cfg.empty_404 && msg.contains("VALIDATE DATES ENTERED") => {
+            // Only a report's window can be empty this way: on the feed, a 404 is no feed.
+            404 if self.cfg.empty_404
+                && path == REPORTS_PATH
+                && msg.contains("VALIDATE DATES ENTERED") =>
+            {
                 Outcome::Done(Answer {
                     rows: Vec::new(),
                     ..a
@@ -506,6 +564,16 @@ impl Client {
             None => format!("it resets at midnight {}", tz.name()),
         }
     }
+}
+
+/// The query of `token_info`.
+const TOKEN_INFO_QUERY: &[(&str, &str)] = &[("api", "token_info")];
+
+/// `api` first, then `params` (an `api` among them is dropped: the argument wins).
+fn with_api<'a>(api: &'a str, params: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut query = vec![("api", api)];
+    query.extend(params.iter().filter(|(k, _)| *k != "api"));
+    query
 }
 
 /// An error and its sources on one line.

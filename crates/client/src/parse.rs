@@ -128,6 +128,8 @@ pub struct Answer {
     pub msg: String,
     /// `data` read as rows.
     pub rows: Vec<Row>,
+    /// `cursor` (the change feed's answers only; a number is read as its text).
+    pub cursor: Option<String>,
 }
 
 impl Answer {
@@ -180,12 +182,71 @@ pub fn parse_answer(body: &[u8]) -> Result<Answer, serde_json::Error> {
         Some(serde_json::Value::Null) | None => String::new(),
         Some(other) => other.to_string(),
     };
+    let cursor = match raw.cursor {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Null) | None => None,
+        Some(other) => Some(other.to_string()),
+    };
     Ok(Answer {
         code,
         error,
         msg,
         rows: raw.data.map(|d| d.0).unwrap_or_default(),
+        cursor,
     })
+}
+
+/// One page of the change feed: its rows in the order the changes became visible, and the
+/// cursor to ask for the next page with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedPage {
+    pub rows: Vec<Row>,
+    pub cursor: String,
+}
+
+impl FeedPage {
+    /// A page from a `200` answer of the feed, checked whole: a non-empty `cursor`, every element of
+    /// `data` a row object (a scalar in it would be a row silently lost, since the cursor
+    /// moves past it), as many rows as `msg` says, and no more than `limit`. The error says
+    /// what is wrong.
+    ///
+    /// ```
+    /// use voxtrail_client::{FeedPage, parse_answer};
+    /// let a = parse_answer(br#"{"code":"200","error":null,"msg":"1 records were found","data":[{"conn_id":"9"}],"cursor":"3.17"}"#).unwrap();
+    /// let page = FeedPage::from_answer(a, 1000).unwrap();
+    /// assert_eq!((page.rows.len(), page.cursor.as_str()), (1, "3.17"));
+    /// let no_cursor = parse_answer(br#"{"code":"200","error":null,"msg":"0 records were found","data":[]}"#).unwrap();
+    /// assert!(FeedPage::from_answer(no_cursor, 1000).is_err());
+    /// ```
+    pub fn from_answer(a: Answer, limit: u32) -> Result<FeedPage, String> {
+        let cursor = match a.cursor {
+            Some(c) if !c.trim().is_empty() => c,
+            _ => return Err("without a cursor: not a change feed".into()),
+        };
+        let said = normalize(&a.msg)
+            .strip_suffix(" RECORDS WERE FOUND")
+            .and_then(|n| n.parse::<usize>().ok());
+        match said {
+            Some(n) if n == a.rows.len() => {}
+            Some(n) => {
+                return Err(format!(
+                    "with {} rows where its msg says {n} (a value in data that is not a row?)",
+                    a.rows.len()
+                ));
+            }
+            None => return Err(format!("with an unexpected msg {:?}", a.msg)),
+        }
+        if a.rows.len() > limit as usize {
+            return Err(format!(
+                "with {} rows, more than the {limit} asked for",
+                a.rows.len()
+            ));
+        }
+        Ok(FeedPage {
+            rows: a.rows,
+            cursor,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -194,6 +255,7 @@ struct RawEnvelope {
     error: Option<serde_json::Value>,
     msg: Option<serde_json::Value>,
     data: Option<Data>,
+    cursor: Option<serde_json::Value>,
 }
 
 /// A value read as text: strings as they are, `null` as `""`, anything else as its JSON.
@@ -365,5 +427,43 @@ mod tests {
         assert_eq!(a.msg_normalized(), "VALIDATE DATES ENTERED");
         let a = parse_answer(br#"{"code":"200","msg":"x"}"#).unwrap();
         assert!(a.rows.is_empty());
+        assert_eq!(a.cursor, None);
+    }
+
+    #[test]
+    fn feed_pages_are_taken_only_whole() {
+        let page = |body: &str| FeedPage::from_answer(parse_answer(body.as_bytes()).unwrap(), 2);
+        let ok = page(
+            r#"{"code":"200","error":null,"msg":"2 records were found","data":[{"conn_id":"1"},{"conn_id":"2"}],"cursor":"4.9"}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.rows.len(), 2);
+        assert_eq!(ok.cursor, "4.9");
+        let end = page(
+            r#"{"code":"200","error":null,"msg":"0 records were found","data":[],"cursor":"4.9"}"#,
+        )
+        .unwrap();
+        assert!(end.rows.is_empty());
+        // A number is read as its text.
+        assert_eq!(
+            page(r#"{"code":"200","msg":"0 records were found","data":[],"cursor":12}"#)
+                .unwrap()
+                .cursor,
+            "12"
+        );
+        for bad in [
+            // no cursor, an empty one
+            r#"{"code":"200","error":null,"msg":"0 records were found","data":[]}"#,
+            r#"{"code":"200","error":null,"msg":"0 records were found","data":[],"cursor":" "}"#,
+            r#"{"code":"200","error":null,"msg":"0 records were found","data":[],"cursor":null}"#,
+            // a scalar where a row should be: fewer rows than msg says
+            r#"{"code":"200","error":null,"msg":"2 records were found","data":[{"conn_id":"1"},7],"cursor":"1.2"}"#,
+            // msg unreadable
+            r#"{"code":"200","error":null,"msg":"ok","data":[],"cursor":"1.2"}"#,
+            // more rows than asked for
+            r#"{"code":"200","error":null,"msg":"3 records were found","data":[{"a":"1"},{"a":"2"},{"a":"3"}],"cursor":"1.2"}"#,
+        ] {
+            assert!(page(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,7 @@
-//! The cycle loop: from the checkpoint (minus `lookback`, never before `since`) to `until`
-//! or now, in windows of at most `window`, each committed with its checkpoint before the next
-//! is asked for; with `follow`, again every `every` until stopped.
+//! The run and its window cycles. [`Collector::run`] picks the mode ([`crate::Mode`]): the
+//! change feed (`feed.rs`), or windows — from the checkpoint (minus `lookback`, never before
+//! `since`) to `until` or now, in windows of at most `window`, each committed with its
+//! checkpoint before the next is asked for; with `follow`, again every `every` until stopped.
 
 use std::sync::Arc;
 
@@ -9,14 +10,15 @@ use chrono::{NaiveDateTime, Timelike as _};
 use voxtrail_client::{Client, Window};
 
 use crate::dest::{Checkpoint, Destination, KeyedRow, WindowDone};
-use crate::{Config, Event, Progress, Stop, Summary, no_progress};
+use crate::feed::FeedEnd;
+use crate::{Config, Event, Mode, Progress, Stop, Summary, no_progress};
 
 /// One run of the collector over one destination.
 pub struct Collector<D> {
-    config: Config,
-    client: Client,
-    dest: D,
-    progress: Arc<dyn Progress>,
+    pub(crate) config: Config,
+    pub(crate) client: Client,
+    pub(crate) dest: D,
+    pub(crate) progress: Arc<dyn Progress>,
 }
 
 impl<D: Destination> Collector<D> {
@@ -47,10 +49,42 @@ impl<D: Destination> Collector<D> {
             }
         }
         let mut summary = Summary::default();
-        let result = self.cycles(&stop, &mut summary).await;
+        let result = self.read(&stop, &mut summary).await;
         summary.checkpoint = self.dest.checkpoint().await.ok().flatten();
+        summary.cursor = self.dest.feed_cursor().await.ok().flatten();
         summary.error = result.err();
         summary
+    }
+
+    /// The feed or windows, as the mode and the source say.
+    async fn read(&mut self, stop: &Stop, summary: &mut Summary) -> anyhow::Result<()> {
+        let chat_12 = self.config.target.report == voxtrail_wire::CHAT_12;
+        match self.config.mode {
+            Mode::Windows => self.cycles(stop, summary).await,
+            Mode::Feed if !chat_12 => anyhow::bail!(
+                "--mode feed: the change feed carries chat_12 only, not {}",
+                self.config.target.report
+            ),
+            Mode::Feed | Mode::Auto if !self.dest.follows_feed() => match self.config.mode {
+                Mode::Feed => anyhow::bail!("this destination cannot follow a change feed"),
+                _ => self.cycles(stop, summary).await,
+            },
+            Mode::Auto if !chat_12 => self.cycles(stop, summary).await,
+            Mode::Feed | Mode::Auto => {
+                summary.feed = true;
+                match self.follow_feed(stop, summary).await? {
+                    FeedEnd::Done => Ok(()),
+                    FeedEnd::NoFeed(e) if self.config.mode == Mode::Feed => {
+                        Err(anyhow::Error::new(e).context("--mode feed"))
+                    }
+                    FeedEnd::NoFeed(e) => {
+                        self.progress.event(&Event::FeedUnavailable { error: &e });
+                        summary.feed = false;
+                        self.cycles(stop, summary).await
+                    }
+                }
+            }
+        }
     }
 
     async fn checkpoint(&self) -> anyhow::Result<Option<NaiveDateTime>> {

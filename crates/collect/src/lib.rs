@@ -6,13 +6,17 @@
 //! it knows nothing of the server crate. The pieces:
 //! - [`Config`] — what to copy and how (windows, lookback, follow); [`Target`] names the copy
 //!   (source, report, key rule) for the destination.
-//! - [`Collector`] — the cycle loop (`cycle.rs`): windows in the operation's wall clock,
-//!   `lookback` re-reads, every window's rows and checkpoint committed together. It takes a
+//! - [`Collector`] — the run: [`Mode`] says how the source is read. By windows (`cycle.rs`):
+//!   windows in the operation's wall clock, `lookback` re-reads, every window's rows and
+//!   checkpoint committed together. By the change feed (`feed.rs`, a voxtrail source): pages
+//!   after the destination's feed cursor, every page's rows and cursor committed together;
+//!   `Auto` tries the feed and falls back to windows when the source has none. It takes a
 //!   [`Stop`] handle instead of installing signal handlers (a stopped run finishes the
 //!   current window), reports through [`Progress`] instead of printing, and returns a
 //!   [`Summary`].
 //! - [`Destination`] (`dest/`) — the seam: an async, `Send` trait with one `commit` per
-//!   window (rows and checkpoint together) and `checkpoint`. Blocking I/O runs on blocking
+//!   window (rows and checkpoint together) and `checkpoint`, and `commit_page` per feed page
+//!   (rows and feed cursor together) and `feed_cursor`. Blocking I/O runs on blocking
 //!   threads, so a collector can run on any tokio runtime, several at once.
 //! - `verify.rs` — `pull --verify`: per-hour digests of source and destination compared.
 //! - `escape.rs` (one record per line), `migrate.rs` (first-format files), `duration.rs`.
@@ -21,6 +25,7 @@ pub mod cycle;
 pub mod dest;
 pub mod duration;
 pub mod escape;
+mod feed;
 pub mod key;
 mod migrate;
 pub mod verify;
@@ -32,7 +37,8 @@ use chrono::NaiveDateTime;
 
 pub use cycle::Collector;
 pub use dest::{
-    BoxFuture, Checkpoint, CommitOutcome, DestSpec, Destination, KeyedRow, WindowDone, open,
+    BoxFuture, Checkpoint, CommitOutcome, DestSpec, Destination, KeyedRow, PageDone, WindowDone,
+    open,
 };
 pub use duration::{chrono_dur, parse_duration};
 pub use key::KeyRule;
@@ -48,6 +54,32 @@ pub struct Target {
     pub report: String,
     /// What identifies a row.
     pub key: KeyRule,
+}
+
+/// How a run reads the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The change feed when the source has it (a voxtrail server; `chat_12` only), else
+    /// windows: the first feed request decides, and a source without the feed is said once
+    /// ([`Event::FeedUnavailable`]).
+    #[default]
+    Auto,
+    /// The change feed only; a source without it is an error.
+    Feed,
+    /// Windows only.
+    Windows,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "feed" => Ok(Mode::Feed),
+            "windows" => Ok(Mode::Windows),
+            _ => Err(format!("{s:?}: expected feed, windows or auto")),
+        }
+    }
 }
 
 /// A checked plan of a run.
@@ -70,6 +102,10 @@ pub struct Config {
     pub tz: chrono_tz::Tz,
     /// Ask `token_info` once at start (costs one use of the daily limit).
     pub token_info: bool,
+    /// Windows, the change feed, or the feed when the source has it.
+    pub mode: Mode,
+    /// Rows per feed page (1 to [`voxtrail_client::MAX_FEED_LIMIT`]).
+    pub page: u32,
 }
 
 /// Something a run reports while it goes. Lines for people are made from these by the
@@ -101,6 +137,21 @@ pub enum Event<'a> {
         window: Window,
         error: &'a voxtrail_client::Error,
     },
+    /// [`Mode::Auto`]: the source has no change feed; the run reads windows.
+    FeedUnavailable { error: &'a voxtrail_client::Error },
+    /// The run follows the change feed from `cursor` (`None`: from its beginning).
+    FeedStarted { cursor: Option<&'a str> },
+    /// A feed page's rows and cursor were committed: `rows` read, of which `kept` lie in
+    /// `since..=until` and were given to the destination.
+    PageCommitted {
+        rows: usize,
+        kept: usize,
+        cursor: &'a str,
+        outcome: CommitOutcome,
+    },
+    /// Following, a feed page failed through every retry (not finally): the next cycle asks
+    /// again from the stored cursor.
+    PageDeferred { error: &'a voxtrail_client::Error },
 }
 
 /// Receives a run's [`Event`]s, from any thread (destinations report from blocking threads).
@@ -155,8 +206,12 @@ impl Stop {
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct Summary {
+    /// The run followed the change feed (else it read windows).
+    pub feed: bool,
     /// Windows committed.
     pub windows: u64,
+    /// Feed pages committed.
+    pub pages: u64,
     /// Rows read from the source.
     pub rows: u64,
     /// Rows new to the destination.
@@ -165,6 +220,8 @@ pub struct Summary {
     pub updated: u64,
     /// The destination's checkpoint at the end.
     pub checkpoint: Option<Checkpoint>,
+    /// The destination's feed cursor at the end.
+    pub cursor: Option<String>,
     /// Why the run ended early; `None`: done (or stopped as asked).
     pub error: Option<anyhow::Error>,
 }

@@ -49,6 +49,9 @@ fn config(client: &Client, since: &str, until: &str) -> Config {
         window: chrono::Duration::days(1),
         tz: chrono_tz::America::Bogota,
         token_info: false,
+        // These tests are about windows; the feed is tested end to end (cli/tests/pull.rs).
+        mode: voxtrail_collect::Mode::Windows,
+        page: voxtrail_client::MAX_FEED_LIMIT,
     }
 }
 

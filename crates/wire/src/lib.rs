@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod feed;
 pub mod hours;
 pub mod wall_clock;
 

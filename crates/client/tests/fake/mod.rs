@@ -129,6 +129,9 @@ struct State {
     always: Option<Fault>,
     /// `token_limit`, `token_use_today`, `all_token_today` answered by `token_info`.
     token_info: Option<(u64, u64, u64)>,
+    /// Paths other than the two the hosted API serves get a 200 HTML page (a front page),
+    /// not a 404.
+    front_page: bool,
 }
 
 /// A running fake server.
@@ -189,6 +192,11 @@ impl Fake {
     /// The numbers `token_info` answers: limit, this token's use today, all tokens' use.
     pub fn token_info(&self, limit: u64, used: u64, all: u64) {
         self.state.lock().unwrap().token_info = Some((limit, used, all));
+    }
+
+    /// Answer unknown paths with a 200 HTML page instead of a 404.
+    pub fn front_page_for_unknown_paths(&self, yes: bool) {
+        self.state.lock().unwrap().front_page = yes;
     }
 
     pub fn add_rows(&self, rows: impl IntoIterator<Item = FakeRow>) {
@@ -284,6 +292,20 @@ impl Fake {
             }
             Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
             _ => {}
+        }
+        // The hosted API serves these two paths only: anything else (the change feed, the
+        // per-hour digests of a voxtrail) is its web server's 404 page.
+        if !path.ends_with("/reports_manager.php") && !path.ends_with("/information.php") {
+            if self.state.lock().unwrap().front_page {
+                return send(s, 200, "<html><body><h1>Wolkvox</h1></body></html>", &[]).await;
+            }
+            return send(
+                s,
+                404,
+                "<html><body><h1>404 Not Found</h1></body></html>",
+                &[],
+            )
+            .await;
         }
         if !head.to_ascii_lowercase().contains("wolkvox-token:") {
             let m = "PLEASE ENTER THE WOLKVOX-TOKEN";

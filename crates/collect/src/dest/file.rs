@@ -3,19 +3,20 @@
 //! are escaped (`escape.rs`) so no record spans lines. Beside PATH:
 //! - `PATH.keys`, the index of written keys: line *i* is the key of row *i* (escaped the
 //!   same way), append-only;
-//! - `PATH.state.json`, a few hundred bytes: source, report, checkpoint, the data file's
-//!   length and row count; replaced atomically (temp file, fsync, rename).
+//! - `PATH.state.json`, a few hundred bytes: source, report, checkpoint, feed cursor, the
+//!   data file's length and row count; replaced atomically (temp file, fsync, rename).
 //!
-//! Each window appends its new rows to PATH (fsync), then their keys to `PATH.keys` (fsync),
-//! then replaces the state, so the bytes written per window depend on that window's rows,
+//! Each window (or feed page) appends its new rows to PATH (fsync), then their keys to `PATH.keys` (fsync),
+//! then replaces the state (with the window's checkpoint or the page's feed cursor), so the
+//! bytes written per window depend on that window's rows,
 //! not on the size of the copy. Every key is computed again, the same, from the row as the
 //! file holds it: with `KeyRule::Hash` a CSV row is hashed as the file holds it (the
 //! header's fields in the header's order, a missing one empty, others left out), never as
 //! the server sent it. At open the data file is the truth: it is re-read, a torn last record
 //! is cut off, the key log is cut to whole lines and extended with the keys of rows it lacks
 //! (a crash between the appends) or rebuilt when it does not match, and if the data file
-//! holds fewer rows than the state says the copy is re-read from `since` (rows already there
-//! are skipped) — a crash anywhere neither loses nor duplicates a row. First-format files
+//! holds fewer rows than the state says the copy is re-read from `since` (checkpoint and feed
+//! cursor dropped; rows already there are skipped) — a crash anywhere neither loses nor duplicates a row. First-format files
 //! are migrated on open (`migrate.rs`). All of it runs on blocking threads.
 
 use std::collections::HashSet;
@@ -27,7 +28,10 @@ use anyhow::{Context as _, anyhow, bail};
 use chrono::NaiveDateTime;
 use voxtrail_client::{Row, format_wall_clock, parse_wall_clock};
 
-use super::{BoxFuture, Checkpoint, CommitOutcome, Destination, KeyedRow, WindowDone, blocking};
+use super::{
+    BoxFuture, Checkpoint, CommitOutcome, Destination, KeyedRow, Mark, PageDone, WindowDone,
+    blocking,
+};
 use crate::escape::{complete_len, csv_line_writer, escape_line, unescape_line, write_escaped};
 use crate::migrate::{convert_first_format_csv, v1_keys_comparable};
 use crate::{Event, KeyRule, Progress, Target};
@@ -53,6 +57,9 @@ pub(crate) struct FileState {
     pub(crate) source: String,
     pub(crate) report: String,
     pub(crate) checkpoint: Option<String>,
+    /// The change feed's cursor the copy is complete up to (feed pulls only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) feed_cursor: Option<String>,
     /// Length of the data file when this state was written.
     pub(crate) data_len: u64,
     /// Rows in the data file (= lines of the key log) when this state was written.
@@ -78,6 +85,7 @@ struct Inner {
     source: String,
     report: String,
     checkpoint: Option<NaiveDateTime>,
+    cursor: Option<String>,
 }
 
 /// `PATH` + `suffix` (`copy.csv` → `copy.csv.keys`).
@@ -258,6 +266,7 @@ impl Inner {
         // The state describes a prefix of the data file; if the file holds less (it was
         // replaced or cut), start over from --since so nothing is lost.
         let mut checkpoint = None;
+        let mut cursor = None;
         let mut migrated = false;
         if let Some(s) = state {
             let (lost, known) = match &s.keys {
@@ -286,6 +295,7 @@ impl Inner {
                     .checkpoint
                     .map(|c| parse_wall_clock(&c).map_err(|e| anyhow!("state checkpoint: {e}")))
                     .transpose()?;
+                cursor = s.feed_cursor;
                 if rows > known {
                     notice(
                         progress,
@@ -313,6 +323,7 @@ impl Inner {
             source: target.source.clone(),
             report: target.report.clone(),
             checkpoint,
+            cursor,
         };
         if migrated {
             // The first format's state, with every key, is replaced by the small one.
@@ -322,8 +333,9 @@ impl Inner {
     }
 
     /// Appends the rows not written yet (data, fsync), then their keys (key log, fsync), then
-    /// replaces the small state file: a crash between any two steps is repaired on open.
-    fn commit(&mut self, rows: &[KeyedRow], cp: NaiveDateTime) -> anyhow::Result<u64> {
+    /// replaces the small state file (with `mark`, the checkpoint or the feed cursor): a crash
+    /// between any two steps is repaired on open.
+    fn commit(&mut self, rows: &[KeyedRow], mark: &Mark) -> anyhow::Result<u64> {
         // A CSV file starts with the header: the report's fields for chat_12, else those of
         // the first row written.
         let new_header = match (self.format, &self.header, rows.first()) {
@@ -392,7 +404,10 @@ impl Inner {
             self.rows += keys.len() as u64;
             self.keys.extend(keys);
         }
-        self.checkpoint = Some(cp);
+        match mark {
+            Mark::Checkpoint(cp) => self.checkpoint = Some(*cp),
+            Mark::Cursor(c) => self.cursor = Some(c.clone()),
+        }
         self.save_state()?;
         Ok(fresh.len() as u64)
     }
@@ -404,6 +419,7 @@ impl Inner {
             source: self.source.clone(),
             report: self.report.clone(),
             checkpoint: self.checkpoint.map(format_wall_clock),
+            feed_cursor: self.cursor.clone(),
             data_len: self.len,
             rows: self.rows,
             keys: None,
@@ -511,6 +527,7 @@ fn notice(progress: &dyn Progress, text: String) {
 pub(crate) struct FileDestination {
     inner: Arc<Mutex<Inner>>,
     checkpoint: Option<NaiveDateTime>,
+    cursor: Option<String>,
 }
 
 impl FileDestination {
@@ -525,6 +542,7 @@ impl FileDestination {
             blocking(move || Inner::open(&path, format, &target, progress.as_ref())).await?;
         Ok(Self {
             checkpoint: inner.checkpoint,
+            cursor: inner.cursor.clone(),
             inner: Arc::new(Mutex::new(inner)),
         })
     }
@@ -544,19 +562,46 @@ impl Destination for FileDestination {
         Box::pin(async move {
             let inner = self.inner.clone();
             let cp = window.checkpoint.0;
-            let out = blocking(move || {
-                let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
-                let total = rows.len() as u64;
-                let inserted = inner.commit(&rows, cp)?;
-                Ok(CommitOutcome {
-                    inserted,
-                    updated: 0,
-                    unchanged: total - inserted,
-                })
-            })
-            .await?;
+            let out = blocking(move || commit(&inner, &rows, &Mark::Checkpoint(cp))).await?;
             self.checkpoint = Some(cp);
             Ok(out)
         })
     }
+
+    fn follows_feed(&self) -> bool {
+        true
+    }
+
+    fn feed_cursor(&self) -> BoxFuture<'_, anyhow::Result<Option<String>>> {
+        let c = self.cursor.clone();
+        Box::pin(async move { Ok(c) })
+    }
+
+    /// Files never replace a row: a row that changed upstream keeps its first version (counted
+    /// unchanged), as with windows.
+    fn commit_page<'a>(
+        &'a mut self,
+        page: &'a PageDone,
+        rows: Vec<KeyedRow>,
+    ) -> BoxFuture<'a, anyhow::Result<CommitOutcome>> {
+        Box::pin(async move {
+            let inner = self.inner.clone();
+            let mark = Mark::Cursor(page.cursor.clone());
+            let out = blocking(move || commit(&inner, &rows, &mark)).await?;
+            self.cursor = Some(page.cursor.clone());
+            Ok(out)
+        })
+    }
+}
+
+/// One commit on a blocking thread: new rows are inserted, the others left as they are.
+fn commit(inner: &Mutex<Inner>, rows: &[KeyedRow], mark: &Mark) -> anyhow::Result<CommitOutcome> {
+    let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
+    let total = rows.len() as u64;
+    let inserted = inner.commit(rows, mark)?;
+    Ok(CommitOutcome {
+        inserted,
+        updated: 0,
+        unchanged: total - inserted,
+    })
 }

@@ -1,14 +1,17 @@
 //! The [`Destination`] seam and the four destinations behind it.
 //!
-//! A destination holds one copy per (source, report): rows stored once per key, and a
-//! checkpoint (the last wall-clock second copied). [`Destination::commit`] stores a window's
-//! rows **and** moves the checkpoint in one step, so a crash or an error never leaves a
-//! checkpoint ahead of its rows (SQLite and PostgreSQL: one transaction; files: data, then
-//! key log, then state, reconciled on open). The trait is async with `Send` futures: a
+//! A destination holds one copy per (source, report): rows stored once per key, a checkpoint
+//! (the last wall-clock second copied by windows) and a feed cursor (the position in the
+//! source's change feed copied up to). [`Destination::commit`] stores a window's rows **and**
+//! moves the checkpoint in one step, [`Destination::commit_page`] a feed page's rows and the
+//! cursor, so a crash or an error never leaves a checkpoint or a cursor ahead of its rows
+//! (SQLite and PostgreSQL: one transaction; files: data, then key log, then state,
+//! reconciled on open). The trait is async with `Send` futures: a
 //! collector may run in `tokio::spawn`, several at once; blocking drivers and file I/O run on
 //! blocking threads inside the destination.
 //!
-//! - `sqlite.rs` — `sqlite://FILE`: tables `pulled_rows`, `pull_checkpoints`, view `chat_12_rows`.
+//! - `sqlite.rs` — `sqlite://FILE`: tables `pulled_rows`, `pull_checkpoints`,
+//!   `pull_feed_cursors`, view `chat_12_rows`.
 //! - `postgres.rs` — `postgres://…`: the same tables, on tokio-postgres.
 //! - `file.rs` — `ndjson:PATH` / `csv:PATH`: one row per line, with `PATH.keys` and
 //!   `PATH.state.json` beside it.
@@ -60,6 +63,13 @@ pub struct WindowDone {
     pub checkpoint: Checkpoint,
 }
 
+/// A feed page read completely: its rows go with it in [`Destination::commit_page`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageDone {
+    /// The source's cursor after this page: the feed is copied up to it once stored.
+    pub cursor: String,
+}
+
 /// What a commit did with a window's rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -99,6 +109,28 @@ pub trait Destination: Send + Sync {
             anyhow::bail!("this destination cannot be verified (use sqlite:// or postgres://)")
         })
     }
+
+    /// True when the destination keeps a feed cursor ([`Destination::commit_page`]).
+    fn follows_feed(&self) -> bool {
+        false
+    }
+
+    /// The stored feed cursor, `None` before the first page.
+    fn feed_cursor(&self) -> BoxFuture<'_, anyhow::Result<Option<String>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Stores a feed page's rows (upserted by key, like [`Destination::commit`]: a row
+    /// that changed upstream replaces the stored one) and moves the feed cursor to
+    /// `page.cursor`, together, with the same guarantees as `commit`.
+    fn commit_page<'a>(
+        &'a mut self,
+        page: &'a PageDone,
+        rows: Vec<KeyedRow>,
+    ) -> BoxFuture<'a, anyhow::Result<CommitOutcome>> {
+        let _ = (page, rows);
+        Box::pin(async { anyhow::bail!("this destination cannot follow a change feed") })
+    }
 }
 
 /// `YYYY-mm-dd HH:ii:ss`, as destinations store `date`.
@@ -126,6 +158,29 @@ impl<D: Destination + ?Sized> Destination for Box<D> {
     ) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
         (**self).rows_between(ini, end)
     }
+
+    fn follows_feed(&self) -> bool {
+        (**self).follows_feed()
+    }
+
+    fn feed_cursor(&self) -> BoxFuture<'_, anyhow::Result<Option<String>>> {
+        (**self).feed_cursor()
+    }
+
+    fn commit_page<'a>(
+        &'a mut self,
+        page: &'a PageDone,
+        rows: Vec<KeyedRow>,
+    ) -> BoxFuture<'a, anyhow::Result<CommitOutcome>> {
+        (**self).commit_page(page, rows)
+    }
+}
+
+/// What a commit moves forward with its rows: a window's checkpoint or a feed page's cursor.
+#[derive(Debug, Clone)]
+pub(crate) enum Mark {
+    Checkpoint(NaiveDateTime),
+    Cursor(String),
 }
 
 /// A destination as written on the command line.

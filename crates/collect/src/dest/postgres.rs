@@ -1,5 +1,6 @@
 //! `postgres://…`: the same tables as SQLite (`row` kept as the exact JSON text; `row::jsonb`
-//! to query it), one transaction per window, on the async driver (tokio-postgres) so no
+//! to query it; the feed cursor in `pull_feed_cursors`), one transaction per window or feed
+//! page, on the async driver (tokio-postgres) so no
 //! runtime thread blocks.
 
 use std::collections::HashMap;
@@ -8,7 +9,9 @@ use anyhow::{Context as _, anyhow};
 use chrono::NaiveDateTime;
 use voxtrail_client::{format_wall_clock, parse_wall_clock};
 
-use super::{BoxFuture, Checkpoint, CommitOutcome, Destination, KeyedRow, WindowDone};
+use super::{
+    BoxFuture, Checkpoint, CommitOutcome, Destination, KeyedRow, Mark, PageDone, WindowDone,
+};
 use crate::Target;
 
 pub(crate) struct PgDestination {
@@ -16,6 +19,7 @@ pub(crate) struct PgDestination {
     source: String,
     report: String,
     checkpoint: Option<NaiveDateTime>,
+    cursor: Option<String>,
 }
 
 impl PgDestination {
@@ -45,6 +49,13 @@ impl PgDestination {
                      until TEXT NOT NULL,
                      updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
                      PRIMARY KEY (source, report)
+                 );
+                 CREATE TABLE IF NOT EXISTS pull_feed_cursors (
+                     source TEXT NOT NULL,
+                     report TEXT NOT NULL,
+                     cursor TEXT NOT NULL,
+                     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                     PRIMARY KEY (source, report)
                  );",
             )
             .await
@@ -60,18 +71,28 @@ impl PgDestination {
         let checkpoint = cp
             .map(|c| parse_wall_clock(&c).map_err(|e| anyhow!("stored checkpoint: {e}")))
             .transpose()?;
+        let cursor = client
+            .query_opt(
+                "SELECT cursor FROM pull_feed_cursors WHERE source = $1 AND report = $2",
+                &[&target.source, &target.report],
+            )
+            .await
+            .context("reading the feed cursor")?
+            .map(|r| r.get::<_, String>(0));
         Ok(Self {
             client,
             source: target.source.clone(),
             report: target.report.clone(),
             checkpoint,
+            cursor,
         })
     }
 
+    /// Upserts `rows` and stores `mark` (the checkpoint or the feed cursor) in one transaction.
     async fn commit_rows(
         &mut self,
         rows: &[KeyedRow],
-        cp: NaiveDateTime,
+        mark: &Mark,
     ) -> anyhow::Result<CommitOutcome> {
         let (source, report) = (&self.source, &self.report);
         let tx = self.client.transaction().await?;
@@ -118,12 +139,24 @@ impl PgDestination {
             }
         }
         out.unchanged = rows.len() as u64 - out.inserted - out.updated;
-        tx.execute(
-            "INSERT INTO pull_checkpoints (source, report, until) VALUES ($1, $2, $3)
-             ON CONFLICT (source, report) DO UPDATE SET until = excluded.until, updated_at = now()",
-            &[source, report, &format_wall_clock(cp)],
-        )
-        .await?;
+        match mark {
+            Mark::Checkpoint(cp) => {
+                tx.execute(
+                    "INSERT INTO pull_checkpoints (source, report, until) VALUES ($1, $2, $3)
+                     ON CONFLICT (source, report) DO UPDATE SET until = excluded.until, updated_at = now()",
+                    &[source, report, &format_wall_clock(*cp)],
+                )
+                .await?
+            }
+            Mark::Cursor(c) => {
+                tx.execute(
+                    "INSERT INTO pull_feed_cursors (source, report, cursor) VALUES ($1, $2, $3)
+                     ON CONFLICT (source, report) DO UPDATE SET cursor = excluded.cursor, updated_at = now()",
+                    &[source, report, c],
+                )
+                .await?
+            }
+        };
         tx.commit().await.context("committing to postgres")?;
         Ok(out)
     }
@@ -142,8 +175,31 @@ impl Destination for PgDestination {
     ) -> BoxFuture<'a, anyhow::Result<CommitOutcome>> {
         Box::pin(async move {
             let cp = window.checkpoint.0;
-            let out = self.commit_rows(&rows, cp).await?;
+            let out = self.commit_rows(&rows, &Mark::Checkpoint(cp)).await?;
             self.checkpoint = Some(cp);
+            Ok(out)
+        })
+    }
+
+    fn follows_feed(&self) -> bool {
+        true
+    }
+
+    fn feed_cursor(&self) -> BoxFuture<'_, anyhow::Result<Option<String>>> {
+        let c = self.cursor.clone();
+        Box::pin(async move { Ok(c) })
+    }
+
+    fn commit_page<'a>(
+        &'a mut self,
+        page: &'a PageDone,
+        rows: Vec<KeyedRow>,
+    ) -> BoxFuture<'a, anyhow::Result<CommitOutcome>> {
+        Box::pin(async move {
+            let out = self
+                .commit_rows(&rows, &Mark::Cursor(page.cursor.clone()))
+                .await?;
+            self.cursor = Some(page.cursor.clone());
             Ok(out)
         })
     }

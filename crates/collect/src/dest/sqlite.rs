@@ -1,6 +1,6 @@
 //! `sqlite://FILE`: rows upserted by (source, report, conn_id) in `pulled_rows`, the
-//! checkpoint in `pull_checkpoints`, both in one transaction per window (WAL,
-//! `synchronous=FULL`). The view `chat_12_rows` shows chat_12 rows as columns. The
+//! checkpoint in `pull_checkpoints` (windows) and the feed cursor in `pull_feed_cursors`
+//! (feed pages), each in one transaction with its rows (WAL, `synchronous=FULL`). The view `chat_12_rows` shows chat_12 rows as columns. The
 //! connection runs on blocking threads.
 
 use std::path::{Path, PathBuf};
@@ -11,12 +11,16 @@ use anyhow::{Context as _, anyhow};
 use chrono::NaiveDateTime;
 use voxtrail_client::{format_wall_clock, parse_wall_clock};
 
-use super::{BoxFuture, Checkpoint, CommitOutcome, Destination, KeyedRow, WindowDone, blocking};
+use super::{
+    BoxFuture, Checkpoint, CommitOutcome, Destination, KeyedRow, Mark, PageDone, WindowDone,
+    blocking,
+};
 use crate::Target;
 
 pub(crate) struct SqliteDestination {
     inner: Arc<Mutex<Inner>>,
     checkpoint: Option<NaiveDateTime>,
+    cursor: Option<String>,
 }
 
 struct Inner {
@@ -28,18 +32,18 @@ struct Inner {
 impl SqliteDestination {
     pub(crate) async fn open(path: &Path, target: &Target) -> anyhow::Result<Self> {
         let (path, target) = (path.to_owned(), target.clone());
-        let (inner, checkpoint) = blocking(move || open_blocking(&path, &target)).await?;
+        let (inner, checkpoint, cursor) = blocking(move || open_blocking(&path, &target)).await?;
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
             checkpoint,
+            cursor,
         })
     }
 }
 
-fn open_blocking(
-    path: &PathBuf,
-    target: &Target,
-) -> anyhow::Result<(Inner, Option<NaiveDateTime>)> {
+type Opened = (Inner, Option<NaiveDateTime>, Option<String>);
+
+fn open_blocking(path: &PathBuf, target: &Target) -> anyhow::Result<Opened> {
     let conn = rusqlite::Connection::open(path)
         .with_context(|| format!("opening sqlite database {}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(30))?;
@@ -60,6 +64,13 @@ fn open_blocking(
              source TEXT NOT NULL,
              report TEXT NOT NULL,
              until TEXT NOT NULL,
+             updated_at TEXT NOT NULL,
+             PRIMARY KEY (source, report)
+         );
+         CREATE TABLE IF NOT EXISTS pull_feed_cursors (
+             source TEXT NOT NULL,
+             report TEXT NOT NULL,
+             cursor TEXT NOT NULL,
              updated_at TEXT NOT NULL,
              PRIMARY KEY (source, report)
          );
@@ -93,6 +104,18 @@ fn open_blocking(
     let checkpoint = cp
         .map(|c| parse_wall_clock(&c).map_err(|e| anyhow!("stored checkpoint: {e}")))
         .transpose()?;
+    let cursor: Option<String> = conn
+        .query_row(
+            "SELECT cursor FROM pull_feed_cursors WHERE source = ?1 AND report = ?2",
+            (&target.source, &target.report),
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })
+        .context("reading the feed cursor")?;
     Ok((
         Inner {
             conn,
@@ -100,11 +123,13 @@ fn open_blocking(
             report: target.report.clone(),
         },
         checkpoint,
+        cursor,
     ))
 }
 
 impl Inner {
-    fn commit(&mut self, rows: &[KeyedRow], cp: NaiveDateTime) -> anyhow::Result<CommitOutcome> {
+    /// Upserts `rows` and stores `mark` (the checkpoint or the feed cursor) in one transaction.
+    fn commit(&mut self, rows: &[KeyedRow], mark: &Mark) -> anyhow::Result<CommitOutcome> {
         let now = chrono::Utc::now().to_rfc3339();
         let tx = self.conn.transaction()?;
         let mut out = CommitOutcome::default();
@@ -133,11 +158,18 @@ impl Inner {
                 }
             }
         }
-        tx.execute(
-            "INSERT INTO pull_checkpoints (source, report, until, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (source, report) DO UPDATE SET until = excluded.until, updated_at = excluded.updated_at",
-            (&self.source, &self.report, format_wall_clock(cp), &now),
-        )?;
+        match mark {
+            Mark::Checkpoint(cp) => tx.execute(
+                "INSERT INTO pull_checkpoints (source, report, until, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source, report) DO UPDATE SET until = excluded.until, updated_at = excluded.updated_at",
+                (&self.source, &self.report, format_wall_clock(*cp), &now),
+            )?,
+            Mark::Cursor(c) => tx.execute(
+                "INSERT INTO pull_feed_cursors (source, report, cursor, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source, report) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                (&self.source, &self.report, c, &now),
+            )?,
+        };
         tx.commit().context("committing to sqlite")?;
         Ok(out)
     }
@@ -162,10 +194,39 @@ impl Destination for SqliteDestination {
                 inner
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .commit(&rows, cp)
+                    .commit(&rows, &Mark::Checkpoint(cp))
             })
             .await?;
             self.checkpoint = Some(cp);
+            Ok(out)
+        })
+    }
+
+    fn follows_feed(&self) -> bool {
+        true
+    }
+
+    fn feed_cursor(&self) -> BoxFuture<'_, anyhow::Result<Option<String>>> {
+        let c = self.cursor.clone();
+        Box::pin(async move { Ok(c) })
+    }
+
+    fn commit_page<'a>(
+        &'a mut self,
+        page: &'a PageDone,
+        rows: Vec<KeyedRow>,
+    ) -> BoxFuture<'a, anyhow::Result<CommitOutcome>> {
+        Box::pin(async move {
+            let inner = self.inner.clone();
+            let mark = Mark::Cursor(page.cursor.clone());
+            let out = blocking(move || {
+                inner
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .commit(&rows, &mark)
+            })
+            .await?;
+            self.cursor = Some(page.cursor.clone());
             Ok(out)
         })
     }

@@ -16,8 +16,8 @@ use crate::domain::{Scope, WallClock};
 use crate::store::feed::{Cursor, DEFAULT_FEED_LIMIT, FeedPage, MAX_FEED_LIMIT};
 use crate::store::{AdmitRequest, Admitted};
 
-/// The path of the feed.
-pub const FEED_PATH: &str = "/api/v2/voxtrail/chat_12/feed";
+/// The path of the feed (shared with the client SDK).
+pub const FEED_PATH: &str = voxtrail_wire::feed::FEED_PATH;
 
 /// `after` and `limit` as given (the last occurrence wins); `None` when absent or empty.
 fn params(query: Option<&str>) -> (Option<String>, Option<String>) {

@@ -20,9 +20,9 @@
 use super::{Store, StoreResult};
 
 /// Most rows one feed page may hold.
-pub const MAX_FEED_LIMIT: u32 = 10_000;
+pub const MAX_FEED_LIMIT: u32 = voxtrail_wire::feed::MAX_FEED_LIMIT;
 /// Rows of a feed page when the client does not say.
-pub const DEFAULT_FEED_LIMIT: u32 = 1_000;
+pub const DEFAULT_FEED_LIMIT: u32 = voxtrail_wire::feed::DEFAULT_FEED_LIMIT;
 
 /// One page of the feed: rows in position order, and the position of the last one (or the
 /// cursor given, when there are none).
