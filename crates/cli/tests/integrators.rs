@@ -36,6 +36,12 @@ fn header(h: &reqwest::header::HeaderMap, name: &str) -> String {
         .to_owned()
 }
 
+/// `X-Voxtrail-Feed-More`, if present.
+fn more(h: &reqwest::header::HeaderMap) -> Option<&str> {
+    h.get("x-voxtrail-feed-more")
+        .map(|v| v.to_str().expect("ascii header"))
+}
+
 /// `(r, t)` of a `RateLimit` header.
 fn remaining(h: &reqwest::header::HeaderMap) -> (u64, u64) {
     let v = header(h, "ratelimit");
@@ -609,6 +615,83 @@ async fn the_feed_pages_through_every_row_once() {
             .len(),
         6
     );
+}
+
+/// A feed page ends at `limits.feed_page_max_bytes` (never inside a row, at least one row) and
+/// says so with `X-Voxtrail-Feed-More: true`, so a server never holds a huge page in memory;
+/// `voxtrail pull` follows such short pages at once and copies every row in one run.
+#[tokio::test(flavor = "multi_thread")]
+async fn feed_pages_end_at_their_byte_budget_and_pull_follows_them() {
+    let env = Env::new();
+    env.operation("acme", "UTC");
+    let lines: Vec<String> = (0..7)
+        .map(|i| record(&format!("b-{i}"), &format!("2026-10-01 08:00:0{i}")))
+        .collect();
+    env.import_ndjson("acme", &lines.join("\n"));
+    let token = env.token("acme", "report", Some(1_000));
+    // Each stored row is a few hundred bytes: a budget of 1 byte gives one row per page, a
+    // budget of two rows gives pages of two (the row that reaches the budget ends the page).
+    let one_row = env.serve(Some("[limits]\nfeed_page_max_bytes = 1\n"));
+    let url = one_row.url(&format!("{FEED}?limit=5"));
+    let (status, headers, body) = get_with(&url, &token, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(more(&headers), Some("true"));
+    let (_, ids, mut cursor, _) = feed_page(&one_row, &token, None, Some("5")).await;
+    assert_eq!(ids, ["b-0"]);
+    let mut seen = ids;
+    loop {
+        let url = one_row.url(&format!("{FEED}?limit=5&after={cursor}"));
+        let (_, headers, _) = get_with(&url, &token, &[]).await;
+        let (_, ids, next, _) = feed_page(&one_row, &token, Some(&cursor), Some("5")).await;
+        if ids.is_empty() {
+            assert_eq!(more(&headers), None, "an empty page says no more");
+            break;
+        }
+        assert_eq!(ids.len(), 1);
+        assert_eq!(more(&headers), Some("true"));
+        seen.extend(ids);
+        cursor = next;
+    }
+    let want: Vec<String> = (0..7).map(|i| format!("b-{i}")).collect();
+    assert_eq!(
+        seen, want,
+        "every row once, in order, none split or skipped"
+    );
+    // A full page (as many rows as asked) needs no header: a client asks again anyway.
+    let (_, headers, _) = get_with(&one_row.url(&format!("{FEED}?limit=1")), &token, &[]).await;
+    assert_eq!(more(&headers), None);
+
+    // `voxtrail pull` copies all 7 rows in one run although every page is short.
+    let copy = env.path("copy.ndjson");
+    let into = format!("ndjson:{}", copy.display());
+    let base = one_row.url("");
+    let (ok, _, err) = run_pull(&[
+        "--url",
+        &base,
+        "--token",
+        &token,
+        "--into",
+        &into,
+        "--mode",
+        "feed",
+        "--since",
+        "20261001000000",
+        "--page",
+        "5",
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&copy).expect("the copy");
+    let mut got: Vec<String> = text
+        .lines()
+        .map(|l| {
+            json(l.as_bytes())["conn_id"]
+                .as_str()
+                .expect("conn_id")
+                .to_owned()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "{err}");
 }
 
 /// Two replicas ingest small batches in parallel — each transaction waits a random time

@@ -450,6 +450,11 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        let more = path == FEED_PATH
+            && resp
+                .headers()
+                .get(voxtrail_wire::feed::FEED_MORE_HEADER)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
@@ -460,7 +465,7 @@ impl Client {
             }
         };
         let answer = match parse_answer(&body) {
-            Ok(a) => a,
+            Ok(a) => Answer { more, ..a },
             // A web server that answers every path (a front page, a redirect to one) is not a
             // feed: no JSON object at all, unlike a cut one, which is retried below.
             Err(_)

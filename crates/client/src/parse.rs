@@ -130,6 +130,9 @@ pub struct Answer {
     pub rows: Vec<Row>,
     /// `cursor` (the change feed's answers only; a number is read as its text).
     pub cursor: Option<String>,
+    /// A feed page the server ended at its byte budget (the `X-Voxtrail-Feed-More: true`
+    /// header, set by the client from the answer's headers): more rows may follow at once.
+    pub more: bool,
 }
 
 impl Answer {
@@ -193,6 +196,7 @@ pub fn parse_answer(body: &[u8]) -> Result<Answer, serde_json::Error> {
         msg,
         rows: raw.data.map(|d| d.0).unwrap_or_default(),
         cursor,
+        more: false,
     })
 }
 
@@ -202,6 +206,9 @@ pub fn parse_answer(body: &[u8]) -> Result<Answer, serde_json::Error> {
 pub struct FeedPage {
     pub rows: Vec<Row>,
     pub cursor: String,
+    /// The page is short because the server ended it at its byte budget, not because the
+    /// feed is caught up: ask for the next page at once.
+    pub more: bool,
 }
 
 impl FeedPage {
@@ -245,6 +252,7 @@ impl FeedPage {
         Ok(FeedPage {
             rows: a.rows,
             cursor,
+            more: a.more,
         })
     }
 }

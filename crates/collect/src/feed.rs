@@ -1,6 +1,7 @@
 //! Following the change feed of a voxtrail source (docs/api.md, "Change feed"): pages after
 //! the destination's stored cursor, each page's rows and its cursor committed together, until
-//! a page comes back short (caught up); with `follow`, again every `every` until stopped.
+//! a page comes back short (caught up; a page the server cut at its byte budget says so and
+//! is followed at once); with `follow`, again every `every` until stopped.
 //!
 //! The feed hands every row stored or changed after a cursor, once, in its latest version, so
 //! there is no lookback: a late row and a row changed upstream simply come next. Rows whose
@@ -53,7 +54,8 @@ impl<D: Destination> Collector<D> {
             let first = self.client.feed(cursor.as_deref(), plan.page).await;
             let mut got = self.judge(first, cursor.as_deref())?;
             while let Got::Page(page) = got {
-                let full = page.rows.len() >= plan.page as usize;
+                // Full, or cut short by the server's byte budget: more may follow at once.
+                let full = page.rows.len() >= plan.page as usize || page.more;
                 if page.rows.is_empty() && cursor.as_deref() == Some(page.cursor.as_str()) {
                     got = Got::Later;
                     break;

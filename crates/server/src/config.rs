@@ -62,6 +62,9 @@ pub struct Limits {
     pub ingest_max_body_bytes: usize,
     /// Time allowed to receive a whole ingestion body (slow-drip bodies are cut off).
     pub ingest_body_timeout_ms: u64,
+    /// Bytes of rows after which a change-feed page ends even below its `limit` (a page holds
+    /// at least one row); the answer then says `X-Voxtrail-Feed-More: true`.
+    pub feed_page_max_bytes: usize,
 }
 
 /// Connection-level bounds of the HTTP server (docs/operations.md, "Connections and
@@ -141,6 +144,7 @@ impl Default for Limits {
             ingest_max_records: 10_000,
             ingest_max_body_bytes: 64 * 1024 * 1024,
             ingest_body_timeout_ms: 30_000,
+            feed_page_max_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -230,6 +234,10 @@ impl Config {
         anyhow::ensure!(
             l.ingest_max_records >= 1,
             "limits.ingest_max_records must be at least 1"
+        );
+        anyhow::ensure!(
+            l.feed_page_max_bytes >= 1,
+            "limits.feed_page_max_bytes must be at least 1"
         );
         anyhow::ensure!(
             self.audit.retention_days >= 1,
@@ -403,6 +411,12 @@ mod tests {
         assert!(e.contains("invalid configuration"), "{e}");
         let t: toml::Table = "[limits]\nconcurrent_per_token = 0\n".parse().unwrap();
         assert!(Config::from_table(t, env(&[])).is_err());
+        let t: toml::Table = "[limits]\nfeed_page_max_bytes = 0\n".parse().unwrap();
+        let e = Config::from_table(t, env(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains("limits.feed_page_max_bytes must be at least 1"),
+            "{e}"
+        );
         for bad in ["0", "9", "86400001", "-1"] {
             let e = Config::from_table(
                 toml::Table::new(),

@@ -82,6 +82,7 @@ conformance!(
     a_mirror_commit_upserts_in_place_with_its_checkpoint,
     a_mirror_commit_after_removal_keeps_nothing,
     report_head_carries_the_xor_of_its_rows_hashes,
+    feed_pages_end_at_their_byte_budget,
 );
 
 fn tz() -> OperationTz {
@@ -1155,7 +1156,11 @@ fn a_mirror_commit_upserts_in_place_with_its_checkpoint(s: &Store, _: &Fixture) 
     s.index_search_batch(10_000).unwrap();
     // The feed position before the second window: what it replaces or adds comes after it.
     let rt = runtime();
-    let before = rt.block_on(s.feed(op.id, 0, 10_000)).unwrap().unwrap().last;
+    let before = rt
+        .block_on(s.feed(op.id, 0, 10_000, usize::MAX))
+        .unwrap()
+        .unwrap()
+        .last;
     // An older checkpoint never moves the stored one back.
     let out = s
         .mirror_commit(op.id, &second, cp(20_261_001_120_000))
@@ -1199,7 +1204,10 @@ fn a_mirror_commit_upserts_in_place_with_its_checkpoint(s: &Store, _: &Fixture) 
         }
     }
     assert_eq!(served, stored, "hour digests follow replaced rows");
-    let page = rt.block_on(s.feed(op.id, before, 10_000)).unwrap().unwrap();
+    let page = rt
+        .block_on(s.feed(op.id, before, 10_000, usize::MAX))
+        .unwrap()
+        .unwrap();
     // One commit: its rows' order among themselves is the backend's.
     let mut changed: Vec<&[u8]> = page.rows.iter().map(Vec::as_slice).collect();
     changed.sort();
@@ -1360,4 +1368,48 @@ fn report_head_carries_the_xor_of_its_rows_hashes(s: &Store, _: &Fixture) {
             "case {i}: admitted"
         );
     }
+}
+
+fn feed_pages_end_at_their_byte_budget(s: &Store, _: &Fixture) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let rows: Vec<Interaction> = (0..5)
+        .map(|i| rec(&format!("r{i}"), 20_261_001_080_000 + i, &"x".repeat(100)))
+        .collect();
+    ingest(s, op.id, &rows);
+    let rt = runtime();
+    let size = rows[0].json.len();
+    // A budget of two rows' bytes: pages of two, the last one of one, then an empty page.
+    let mut after = 0;
+    let mut seen = Vec::new();
+    let mut pages = Vec::new();
+    loop {
+        let page = rt
+            .block_on(s.feed(op.id, after, 10, 2 * size))
+            .unwrap()
+            .unwrap();
+        if page.rows.is_empty() {
+            assert!(!page.more, "an empty page is the end");
+            assert_eq!(page.last, after);
+            break;
+        }
+        pages.push((page.rows.len(), page.more));
+        seen.extend(page.rows);
+        after = page.last;
+    }
+    assert_eq!(pages, [(2, true), (2, true), (1, false)]);
+    let want: Vec<Vec<u8>> = rows.iter().map(|r| r.json.clone()).collect();
+    assert_eq!(seen, want, "every row once, in order");
+    // A budget smaller than a row still gives one row; a full page needs no `more`.
+    let page = rt.block_on(s.feed(op.id, 0, 10, 1)).unwrap().unwrap();
+    assert_eq!((page.rows.len(), page.more), (1, true));
+    let page = rt.block_on(s.feed(op.id, 0, 2, 1 << 20)).unwrap().unwrap();
+    assert_eq!((page.rows.len(), page.more), (2, false));
+    let page = rt.block_on(s.feed(op.id, 0, 1, 1)).unwrap().unwrap();
+    assert_eq!((page.rows.len(), page.more), (1, false));
+    // A cursor never given out is still refused, whatever the budget.
+    assert!(
+        rt.block_on(s.feed(op.id, after + 1, 10, 1))
+            .unwrap()
+            .is_none()
+    );
 }

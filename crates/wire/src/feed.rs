@@ -9,3 +9,6 @@ pub const MAX_FEED_LIMIT: u32 = 10_000;
 pub const DEFAULT_FEED_LIMIT: u32 = 1_000;
 /// The `msg` of a `400` refusing a cursor.
 pub const INVALID_CURSOR: &str = "INVALID CURSOR";
+/// Header of a feed page that ended at the server's byte budget before its `limit`
+/// (value `true`): more rows may follow at once, although the page is short.
+pub const FEED_MORE_HEADER: &str = "x-voxtrail-feed-more";

@@ -18,6 +18,8 @@ use crate::store::{AdmitRequest, Admitted};
 
 /// The path of the feed (shared with the client SDK).
 pub const FEED_PATH: &str = voxtrail_wire::feed::FEED_PATH;
+/// Said on a page cut at `limits.feed_page_max_bytes` before its `limit`: ask again at once.
+const FEED_MORE: &str = voxtrail_wire::feed::FEED_MORE_HEADER;
 
 /// `after` and `limit` as given (the last occurrence wins); `None` when absent or empty.
 fn params(query: Option<&str>) -> (Option<String>, Option<String>) {
@@ -76,7 +78,10 @@ pub async fn feed(
         Err(r) => return Ok(refused(&st, &token, r).await),
     };
     let quota = quota_of(&st, &token, used);
-    let found = st.store.feed(op, cursor.position, limit).await;
+    let found = st
+        .store
+        .feed(op, cursor.position, limit, limits.feed_page_max_bytes)
+        .await;
     release(slot).await;
     let mut resp = match found {
         Ok(Some(page)) => {
@@ -107,6 +112,7 @@ fn page_response(operation_id: i64, page: FeedPage) -> Response {
         page.rows.len()
     );
     let tail = format!("],\"cursor\":\"{}\"}}", cursor.text());
+    let more = page.more;
     let len = head.len() + tail.len() + page.rows.iter().map(|r| r.len() + 1).sum::<usize>();
     let mut body = Vec::with_capacity(len);
     body.extend_from_slice(head.as_bytes());
@@ -122,6 +128,10 @@ fn page_response(operation_id: i64, page: FeedPage) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if more {
+        resp.headers_mut()
+            .insert(FEED_MORE, HeaderValue::from_static("true"));
+    }
     resp
 }
 

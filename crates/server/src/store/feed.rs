@@ -30,6 +30,37 @@ pub const DEFAULT_FEED_LIMIT: u32 = voxtrail_wire::feed::DEFAULT_FEED_LIMIT;
 pub struct FeedPage {
     pub rows: Vec<Vec<u8>>,
     pub last: i64,
+    /// The page ended at its byte budget before its row limit: more rows may follow at once.
+    pub more: bool,
+}
+
+impl FeedPage {
+    pub(crate) fn empty(after: i64) -> Self {
+        Self {
+            rows: Vec::new(),
+            last: after,
+            more: false,
+        }
+    }
+
+    /// Adds a row; `false` once the page holds `max_bytes` of rows or more (stop reading:
+    /// `more` is then set, as rows may follow).
+    pub(crate) fn push(
+        &mut self,
+        position: i64,
+        row: Vec<u8>,
+        bytes: &mut usize,
+        max_bytes: usize,
+    ) -> bool {
+        *bytes += row.len();
+        self.last = position;
+        self.rows.push(row);
+        if *bytes >= max_bytes {
+            self.more = true;
+            return false;
+        }
+        true
+    }
 }
 
 /// A feed cursor: the operation it belongs to and the position of the last row seen.
@@ -71,17 +102,19 @@ impl Cursor {
 
 impl Store {
     /// The rows of an operation whose feed position is after `after`, at most `limit`, in
-    /// position order; `None` when `after` is beyond every position the operation ever had
-    /// (a cursor this server never gave out).
+    /// position order, ending early once they hold `max_bytes` (at least one row: a row is
+    /// never split); `None` when `after` is beyond every position the operation ever had (a
+    /// cursor this server never gave out).
     pub async fn feed(
         &self,
         operation_id: i64,
         after: i64,
         limit: u32,
+        max_bytes: usize,
     ) -> StoreResult<Option<FeedPage>> {
         self.blocking(move |s| match s {
-            Store::Sqlite(s) => s.feed(operation_id, after, limit),
-            Store::Postgres(s) => s.feed(operation_id, after, limit),
+            Store::Sqlite(s) => s.feed(operation_id, after, limit, max_bytes),
+            Store::Postgres(s) => s.feed(operation_id, after, limit, max_bytes),
         })
         .await
     }

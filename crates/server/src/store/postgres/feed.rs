@@ -3,6 +3,7 @@
 //! commit), so positions of an operation are committed in the order they were drawn.
 
 use postgres::Transaction;
+use postgres::fallible_iterator::FallibleIterator as _;
 
 use super::PgStore;
 use crate::store::StoreResult;
@@ -39,6 +40,7 @@ impl PgStore {
         operation_id: i64,
         after: i64,
         limit: u32,
+        max_bytes: usize,
     ) -> StoreResult<Option<FeedPage>> {
         let mut conn = self.conn()?;
         let st = conn.prepared(
@@ -48,25 +50,30 @@ impl PgStore {
              (SELECT NULL, feed_pos, json FROM interactions
                WHERE operation_id = $1 AND feed_pos > $2 ORDER BY feed_pos LIMIT $3)",
         )?;
-        let rows = conn
-            .client()
-            .query(&st, &[&operation_id, &after, &i64::from(limit)])?;
-        let mut page = FeedPage {
-            rows: Vec::new(),
-            last: after,
-        };
-        let mut max = 0;
-        for r in &rows {
+        let limit64 = i64::from(limit);
+        let params: [&(dyn postgres::types::ToSql + Sync); 3] = [&operation_id, &after, &limit64];
+        // Rows are taken as they arrive, so a page cut at its byte budget reads no further.
+        let mut rows = conn.client().query_raw(&st, params)?;
+        let mut page = FeedPage::empty(after);
+        let mut bytes = 0;
+        let mut max = None;
+        while let Some(r) = rows.next()? {
             match r.try_get::<_, Option<i64>>(0)? {
-                Some(m) => max = m,
+                Some(m) => max = Some(m),
                 None => {
-                    page.last = r.try_get(1)?;
-                    page.rows.push(r.try_get(2)?);
+                    if !page.push(r.try_get(1)?, r.try_get(2)?, &mut bytes, max_bytes) {
+                        break;
+                    }
                 }
             }
         }
-        if after > max {
+        // A page with a row proves the cursor was given out (the row's position is above it);
+        // an empty page has read the operation's highest position.
+        if page.rows.is_empty() && after > max.unwrap_or(0) {
             return Ok(None);
+        }
+        if page.rows.len() as u64 == u64::from(limit) {
+            page.more = false;
         }
         Ok(Some(page))
     }

@@ -42,10 +42,11 @@ impl SqliteStore {
         operation_id: i64,
         after: i64,
         limit: u32,
+        max_bytes: usize,
     ) -> StoreResult<Option<FeedPage>> {
         let conn = self.reader()?;
         conn.execute_batch("BEGIN")?;
-        let result = read_feed(&conn, operation_id, after, limit);
+        let result = read_feed(&conn, operation_id, after, limit, max_bytes);
         let _ = conn.execute_batch("COMMIT");
         result
     }
@@ -56,6 +57,7 @@ fn read_feed(
     operation_id: i64,
     after: i64,
     limit: u32,
+    max_bytes: usize,
 ) -> StoreResult<Option<FeedPage>> {
     let max: i64 = conn
         .prepare_cached(
@@ -70,13 +72,15 @@ fn read_feed(
           WHERE operation_id = ?1 AND feed_pos > ?2 ORDER BY feed_pos LIMIT ?3",
     )?;
     let mut rows = st.query(params![operation_id, after, limit])?;
-    let mut page = FeedPage {
-        rows: Vec::new(),
-        last: after,
-    };
+    let mut page = FeedPage::empty(after);
+    let mut bytes = 0;
     while let Some(r) = rows.next()? {
-        page.last = r.get(0)?;
-        page.rows.push(r.get(1)?);
+        if !page.push(r.get(0)?, r.get(1)?, &mut bytes, max_bytes) {
+            break;
+        }
+    }
+    if page.rows.len() as u64 == u64::from(limit) {
+        page.more = false;
     }
     Ok(Some(page))
 }
@@ -113,14 +117,17 @@ mod tests {
             .unwrap();
         }
         crate::store::IngestSink::commit(Box::new(tx)).unwrap();
-        let page = store.feed(op, 0, 10).unwrap().unwrap();
+        let page = store.feed(op, 0, 10, usize::MAX).unwrap().unwrap();
         assert_eq!(page.rows.len(), 2);
         assert!(bump_feed_position(&store.writer(), op, "a").unwrap());
         assert!(!bump_feed_position(&store.writer(), op, "zz").unwrap());
-        let next = store.feed(op, page.last, 10).unwrap().unwrap();
+        let next = store.feed(op, page.last, 10, usize::MAX).unwrap().unwrap();
         assert_eq!(next.rows, vec![b"{\"conn_id\":\"a\"}".to_vec()]);
         assert!(
-            store.feed(op, next.last + 1, 10).unwrap().is_none(),
+            store
+                .feed(op, next.last + 1, 10, usize::MAX)
+                .unwrap()
+                .is_none(),
             "never given out"
         );
     }
