@@ -166,9 +166,10 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
             }
         }
     }
+    // Closed by the idle timeout (1 s), not by the header timeout (30 s from the last answer).
     assert!(
-        closed_within(s, Duration::from_secs(30)).await.is_some(),
-        "the idle keep-alive connection was never closed"
+        closed_within(s, Duration::from_secs(15)).await.is_some(),
+        "the idle keep-alive connection was not closed by the idle timeout"
     );
 }
 

@@ -235,6 +235,9 @@ struct ConnState {
     last_io: AtomicU64,
     /// Whether an answer has ended on this connection (then waiting is keep-alive idleness).
     served: AtomicBool,
+    /// Wakes the watchdog when an answer ends: its deadline may now be sooner than the one it
+    /// sleeps until (a keep-alive idle timeout shorter than the header timeout).
+    answered: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +310,7 @@ impl Drop for RequestGuard {
         st.head_since.store(0, Ordering::Release);
         st.served.store(true, Ordering::Release);
         st.in_flight.fetch_sub(1, Ordering::AcqRel);
+        st.answered.notify_one();
     }
 }
 
@@ -606,6 +610,7 @@ async fn connection(
                     return;
                 }
             }
+            () = state.answered.notified() => {}
             changed = phase.changed() => {
                 if changed.is_err() {
                     return;
