@@ -29,11 +29,16 @@ impl SqliteStore {
         conn.pragma_update(None, "cache_size", -cache_kib)?;
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(StoreError::from_sqlite)?;
-        Ok(SqliteIngest {
+        // The transaction holds the database's write lock: nobody else gives out positions of
+        // the operation until it ends, so they are counted here instead of looked up per row.
+        let mut ingest = SqliteIngest {
             conn,
             operation_id,
             open: true,
-        })
+            next_feed_pos: 0,
+        };
+        ingest.next_feed_pos = super::feed::next_position(&ingest.conn, operation_id)?;
+        Ok(ingest)
     }
 }
 
@@ -42,6 +47,8 @@ pub struct SqliteIngest<'a> {
     conn: MutexGuard<'a, Connection>,
     operation_id: i64,
     open: bool,
+    /// The feed position of the next row stored (`store/feed.rs`).
+    next_feed_pos: i64,
 }
 
 impl IngestSink for SqliteIngest<'_> {
@@ -49,8 +56,7 @@ impl IngestSink for SqliteIngest<'_> {
         let mut ins = self.conn.prepare_cached(
             "INSERT INTO interactions(operation_id, conn_id, local_ts, json_len, json, row_hash,
                                       feed_pos)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6,
-                     (SELECT IFNULL(MAX(feed_pos), 0) + 1 FROM interactions WHERE operation_id = ?1))
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT(operation_id, conn_id) DO NOTHING",
         )?;
         let changed = ins
@@ -60,10 +66,12 @@ impl IngestSink for SqliteIngest<'_> {
                 r.date.as_i64(),
                 r.json.len() as i64,
                 r.json,
-                crate::store::digest::row_hash(&r.json).as_slice()
+                crate::store::digest::row_hash(&r.json).as_slice(),
+                self.next_feed_pos
             ])
             .map_err(StoreError::from_sqlite)?;
         if changed == 1 {
+            self.next_feed_pos += 1;
             return Ok(InsertOutcome::Inserted);
         }
         let mut sel = self.conn.prepare_cached(
