@@ -24,10 +24,13 @@ REPS=${REPS:-3}
 IMPORT_ROWS=${IMPORT_ROWS:-200000}
 command -v curl >/dev/null || { log "curl is required"; exit 1; }
 
-ensure_polls_db
 # The binary after a change may migrate the schema (new columns, indexes) and the one before
-# may refuse a newer schema: each serves its own copy of the same rows, the after copy
-# migrated before anything is measured.
+# may refuse a newer schema: the shared database is seeded by the binary before (when it has to
+# be seeded), and each serves its own copy of the same rows, the after copy migrated before
+# anything is measured.
+VOXTRAIL=$BEFORE
+ensure_polls_db
+VOXTRAIL=$AFTER
 BEFORE_DB=$POLLS_DB
 AFTER_DB="$OUT_DIR/polls.after.db"
 if [ ! -f "$AFTER_DB" ] || [ "$POLLS_DB" -nt "$AFTER_DB" ]; then

@@ -6,6 +6,7 @@ use rusqlite::{Connection, params};
 
 use super::{SqliteStore, WRITER_CACHE_KIB};
 use crate::domain::Interaction;
+use crate::store::digest::row_hash;
 use crate::store::{Durability, IngestSink, InsertOutcome, StoreError, StoreResult};
 
 impl SqliteStore {
@@ -51,8 +52,9 @@ pub struct SqliteIngest<'a> {
     next_feed_pos: i64,
 }
 
-impl IngestSink for SqliteIngest<'_> {
-    fn insert(&mut self, r: &Interaction) -> StoreResult<InsertOutcome> {
+impl SqliteIngest<'_> {
+    /// Stores one record whose row hash is `hash` (`digest::row_hash` of its JSON).
+    fn insert_hashed(&mut self, r: &Interaction, hash: &[u8; 32]) -> StoreResult<InsertOutcome> {
         let mut ins = self.conn.prepare_cached(
             "INSERT INTO interactions(operation_id, conn_id, local_ts, json_len, json, row_hash,
                                       feed_pos)
@@ -66,7 +68,7 @@ impl IngestSink for SqliteIngest<'_> {
                 r.date.as_i64(),
                 r.json.len() as i64,
                 r.json,
-                crate::store::digest::row_hash(&r.json).as_slice(),
+                hash.as_slice(),
                 self.next_feed_pos
             ])
             .map_err(StoreError::from_sqlite)?;
@@ -84,6 +86,41 @@ impl IngestSink for SqliteIngest<'_> {
             InsertOutcome::Duplicate
         } else {
             InsertOutcome::Conflict
+        })
+    }
+}
+
+/// Batches at least this large have their row hashes computed on a second thread while the
+/// rows are inserted (SHA-256 of ~2.3 KB rows is ~8 % of an import's CPU on one thread).
+const HASH_ALONGSIDE: usize = 64;
+
+impl IngestSink for SqliteIngest<'_> {
+    fn insert(&mut self, r: &Interaction) -> StoreResult<InsertOutcome> {
+        self.insert_hashed(r, &row_hash(&r.json))
+    }
+
+    fn insert_batch(&mut self, records: &[Interaction]) -> StoreResult<Vec<InsertOutcome>> {
+        if records.len() < HASH_ALONGSIDE {
+            return records.iter().map(|r| self.insert(r)).collect();
+        }
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<[u8; 32]>(records.len());
+            scope.spawn(move || {
+                for r in records {
+                    if tx.send(row_hash(&r.json)).is_err() {
+                        return; // the inserts stopped early (an error)
+                    }
+                }
+            });
+            let mut outcomes = Vec::with_capacity(records.len());
+            for r in records {
+                let hash = match rx.recv() {
+                    Ok(h) => h,
+                    Err(_) => row_hash(&r.json), // the hashing thread died: hash here
+                };
+                outcomes.push(self.insert_hashed(r, &hash)?);
+            }
+            Ok(outcomes)
         })
     }
 
