@@ -33,19 +33,9 @@ BIG_COUNT=${BIG_COUNT:-220000}
 command -v curl >/dev/null || { log "curl is required"; exit 1; }
 command -v sqlite3 >/dev/null || { log "sqlite3 is required"; exit 1; }
 
-# The shared database, seeded by the binary before (it may refuse a newer schema); the binary
-# under test serves its own migrated copy.
-VOXTRAIL=$BEFORE
-ensure_polls_db
-VOXTRAIL=$AFTER
-BEFORE_DB=$POLLS_DB
-AFTER_DB="$OUT_DIR/polls.after.db"
-if [ ! -f "$AFTER_DB" ] || [ "$POLLS_DB" -nt "$AFTER_DB" ]; then
-    rm -f "$AFTER_DB" "$AFTER_DB-wal" "$AFTER_DB-shm"
-    sqlite3 "$POLLS_DB" ".backup '$AFTER_DB'"
-fi
-"$AFTER" --database "sqlite://$AFTER_DB" migrate >&2
-cat "$AFTER_DB" >/dev/null
+# The shared database: each binary serves its own VACUUMed copy (the after copy migrated first;
+# lib.sh, ensure_before_after_dbs).
+ensure_before_after_dbs "$BEFORE" "$AFTER"
 
 # The 31-day operation: BIG_COUNT rows over October 2026 (as bench/console.sh seeds it).
 BIG_DB="$OUT_DIR/integrators.db"
