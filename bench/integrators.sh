@@ -65,9 +65,15 @@ polls() {
     pid=$BG_PID
     wait_port "$port" "$pid"
     for conns in 32 1; do
-        run_fg "$LOADGEN" --addr "127.0.0.1:$port" --tokens "$POLLS_TOKENS" --connections "$conns" \
+        # The server's CPU time per answer too: less noisy than answers/s on a shared machine (it
+        # does not depend on the share of the cores the server gets); warm-up included.
+        t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        out=$(run_fg "$LOADGEN" --addr "127.0.0.1:$port" --tokens "$POLLS_TOKENS" --connections "$conns" \
             --duration "$DURATION" --warmup 2 --from "$POLLS_FROM" --to "$POLLS_UNTIL" --window-secs 300 \
-            --threads 1 --seed "$round" --label "$label" >>"$RES"
+            --threads 1 --seed "$round" --label "$label")
+        t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        python3 -c 'import json,os,sys; d=json.loads(sys.argv[1]); d["cpu_us_per_answer"]=int(sys.argv[2])/os.sysconf("SC_CLK_TCK")*1e6/max(1,d["answers"]); print(json.dumps(d))' \
+            "$out" "$((t1 - t0))" >>"$RES"
     done
     stop_bg "$pid"
 }
@@ -187,6 +193,10 @@ for c in (32, 1):
     r = a["answers_per_s"] / b["answers_per_s"]
     print(f"1. polls {c:>2} conn, answers/s: after {a['answers_per_s']:,.0f} (p99 {a['p99_ms']:.2f} ms)"
           f" | before {b['answers_per_s']:,.0f} (p99 {b['p99_ms']:.2f} ms) | {r:.2f}x | >= 0.9x: {ok(r >= 0.9)}")
+    cb = min(x["cpu_us_per_answer"] for x in rows if x.get("label") == "before" and x.get("connections") == c)
+    ca = min(x["cpu_us_per_answer"] for x in rows if x.get("label") == "after" and x.get("connections") == c)
+    print(f"   server CPU per answer (best round, warm-up included): after {ca:.0f} us | before {cb:.0f} us"
+          f" | {cb/ca:.2f}x the answers per CPU second")
 p, c = best("repoll-plain"), best("repoll-conditional")
 if c["not_modified"] < 0.9 * c["answers"]:
     sys.exit(f"re-polls: only {c['not_modified']} of {c['answers']} answers were 304")
