@@ -11,6 +11,8 @@
 # Environment: VOXTRAIL_BIN_BEFORE (required: the binary of the commit before the change),
 # VOXTRAIL_BIN (the binary after; else built), LOADGEN_BIN (else built), ROUNDS (3),
 # DURATION (s per poll run, 8), REPS (big-answer fetches per round, 3), IMPORT_ROWS (200000).
+# Each binary serves its own VACUUMed copy of the same rows (the newer one migrated first), so
+# neither is measured on a table its migration left out of order.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -24,18 +26,9 @@ REPS=${REPS:-3}
 IMPORT_ROWS=${IMPORT_ROWS:-200000}
 command -v curl >/dev/null || { log "curl is required"; exit 1; }
 
-ensure_polls_db
-# The binary after a change may migrate the schema (new columns, indexes) and the one before
-# may refuse a newer schema: each serves its own copy of the same rows, the after copy
-# migrated before anything is measured.
-BEFORE_DB=$POLLS_DB
-AFTER_DB="$OUT_DIR/polls.after.db"
-if [ ! -f "$AFTER_DB" ] || [ "$POLLS_DB" -nt "$AFTER_DB" ]; then
-    rm -f "$AFTER_DB" "$AFTER_DB-wal" "$AFTER_DB-shm"
-    sqlite3 "$POLLS_DB" ".backup '$AFTER_DB'"
-fi
-"$AFTER" --database "sqlite://$AFTER_DB" migrate >&2
-cat "$AFTER_DB" >/dev/null
+# Each binary serves its own VACUUMed copy of the shared database (the after copy migrated
+# first; lib.sh, ensure_before_after_dbs).
+ensure_before_after_dbs "$BEFORE" "$AFTER"
 TOKEN=$(awk '$1 == "op01" {print $2; exit}' "$POLLS_TOKENS")
 read -r INI END < <(python3 - "$POLLS_DB" <<'PY'
 import sqlite3, sys

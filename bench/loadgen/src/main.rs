@@ -12,6 +12,11 @@
 //! same work, as a baseline for voxtrail's PostgreSQL backend (bench/pg.sh). `--addr` is then
 //! ignored and the operations of the tokens file are looked up by name.
 //!
+//! With `--windows K` the windows are K fixed ones (`--window-secs` apart from `--from`) instead
+//! of any offset; with `--if-none-match` too, each connection remembers the `ETag` of every
+//! (operation, window) it was answered and sends it back as `If-None-Match`, so after the first
+//! round the load is conditional re-polls (`304`, counted in `not_modified`; bench/integrators.sh).
+//!
 //! Prints a human summary on stderr and one JSON object on stdout.
 
 use std::collections::BTreeMap;
@@ -94,6 +99,13 @@ struct Args {
     /// 1,000,000+ of day 20990101 — what the cross-replica limits cost PostgreSQL itself.
     #[arg(long, requires = "pg_url")]
     pg_limits: bool,
+    /// Ask only this many fixed windows (`--window-secs` apart from `--from`); 0 = any offset.
+    #[arg(long, default_value_t = 0)]
+    windows: i64,
+    /// Send the ETag last answered for the same operation and window as `If-None-Match`
+    /// (a `304` then counts as an answer, in `not_modified`). HTTP only.
+    #[arg(long, conflicts_with = "pg_url")]
+    if_none_match: bool,
 }
 
 struct Token {
@@ -167,6 +179,7 @@ struct Tally {
     latencies_us: Vec<u32>,
     bytes: u64,
     answers: u64,
+    not_modified: u64,
     errors: BTreeMap<String, u64>,
 }
 
@@ -178,6 +191,7 @@ impl Tally {
         self.latencies_us.extend(o.latencies_us);
         self.bytes += o.bytes;
         self.answers += o.answers;
+        self.not_modified += o.not_modified;
         for (k, v) in o.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -232,20 +246,32 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-/// Outcome of one request: bytes read, or an error kind.
+/// A request's answer: body bytes read, whether it was a `304`, and its `ETag`.
+struct Reply {
+    bytes: u64,
+    not_modified: bool,
+    etag: Option<HeaderValue>,
+}
+
+/// Outcome of one request: the reply, or an error kind.
 async fn one_request(
     sender: &mut Sender,
     host: &HeaderValue,
     uri: &str,
     token: &HeaderValue,
-) -> Result<u64, String> {
+    if_none_match: Option<&HeaderValue>,
+) -> Result<Reply, String> {
     sender
         .ready()
         .await
         .map_err(|e| format!("transport: {e}"))?;
-    let req = Request::get(uri)
+    let mut req = Request::get(uri)
         .header(HOST, host.clone())
-        .header("wolkvox-token", token.clone())
+        .header("wolkvox-token", token.clone());
+    if let Some(tag) = if_none_match {
+        req = req.header(hyper::header::IF_NONE_MATCH, tag.clone());
+    }
+    let req = req
         .body(http_body_empty::Empty)
         .map_err(|e| format!("request: {e}"))?;
     let resp = sender
@@ -253,6 +279,7 @@ async fn one_request(
         .await
         .map_err(|e| format!("transport: {e}"))?;
     let status = resp.status();
+    let etag = resp.headers().get(hyper::header::ETAG).cloned();
     let mut body = resp.into_body();
     let mut bytes = 0u64;
     let mut first: Option<Bytes> = None;
@@ -267,6 +294,13 @@ async fn one_request(
             }
         }
     }
+    if status == StatusCode::NOT_MODIFIED && if_none_match.is_some() && bytes == 0 {
+        return Ok(Reply {
+            bytes,
+            not_modified: true,
+            etag,
+        });
+    }
     if status != StatusCode::OK {
         return Err(format!("http {}", status.as_u16()));
     }
@@ -277,7 +311,11 @@ async fn one_request(
     {
         return Err("unexpected body".to_owned());
     }
-    Ok(bytes)
+    Ok(Reply {
+        bytes,
+        not_modified: false,
+        etag,
+    })
 }
 
 /// What one "connection" talks to: the HTTP server, or PostgreSQL directly.
@@ -392,6 +430,9 @@ async fn connection(sh: Arc<Shared>, id: usize) -> Tally {
     let host =
         HeaderValue::from_str(&sh.args.addr.to_string()).expect("an address is a valid header");
     let mut tally = Tally::default();
+    // With --if-none-match: the last ETag answered per (operation, window offset).
+    let mut tags: std::collections::HashMap<(String, i64), HeaderValue> =
+        std::collections::HashMap::new();
     while !sh.stop.load(Ordering::Relaxed) {
         let connected = match &mut target {
             Target::Http(s @ None) => connect(sh.args.addr).await.map(|c| {
@@ -418,7 +459,12 @@ async fn connection(sh: Arc<Shared>, id: usize) -> Tally {
             tokio::task::yield_now().await;
             continue;
         };
-        let off = rng.random_range(0..=(sh.span_secs - sh.args.window_secs).max(0));
+        let last_off = (sh.span_secs - sh.args.window_secs).max(0);
+        let off = match sh.args.windows {
+            k if k > 0 => (rng.random_range(0..k) * sh.args.window_secs).min(last_off),
+            _ => rng.random_range(0..=last_off),
+        };
+        let key = (token.operation.clone(), off);
         let ini = sh.from + chrono::Duration::seconds(off);
         let end = ini + chrono::Duration::seconds(sh.args.window_secs - 1);
         let started = Instant::now();
@@ -431,7 +477,12 @@ async fn connection(sh: Arc<Shared>, id: usize) -> Tally {
                         ini.format(TS_FORMAT),
                         end.format(TS_FORMAT)
                     );
-                    one_request(s, &host, &uri, &token.header).await
+                    let inm = match sh.args.if_none_match {
+                        true => tags.get(&key),
+                        false => None,
+                    };
+                    let reply = one_request(s, &host, &uri, &token.header, inm).await?;
+                    Ok((reply.bytes, reply.not_modified, reply.etag))
                 }
                 Target::Pg(Some(pg)) => {
                     let ts = |t: NaiveDateTime| {
@@ -441,7 +492,9 @@ async fn connection(sh: Arc<Shared>, id: usize) -> Tally {
                             .unwrap_or_default()
                     };
                     let op = token.operation_id.load(Ordering::Relaxed);
-                    pg_request(pg, op, ts(ini), ts(end), token.index).await
+                    pg_request(pg, op, ts(ini), ts(end), token.index)
+                        .await
+                        .map(|b| (b, false, None))
                 }
                 _ => Err("transport: not connected".to_owned()),
             }
@@ -451,9 +504,13 @@ async fn connection(sh: Arc<Shared>, id: usize) -> Tally {
         token.in_use.fetch_sub(1, Ordering::AcqRel);
         let counted = done >= sh.measure_from && done <= sh.measure_to;
         match outcome {
-            Ok(Ok(bytes)) => {
+            Ok(Ok((bytes, not_modified, etag))) => {
+                if let Some(tag) = etag.filter(|_| sh.args.if_none_match) {
+                    tags.insert(key, tag);
+                }
                 if counted {
                     tally.answers += 1;
+                    tally.not_modified += u64::from(not_modified);
                     tally.bytes += bytes;
                     let us = done.duration_since(started).as_micros();
                     tally.latencies_us.push(us.min(u128::from(u32::MAX)) as u32);
@@ -616,6 +673,7 @@ fn report(args: &Args, mut t: Tally) {
         "connections": args.connections,
         "seconds": secs,
         "answers": t.answers,
+        "not_modified": t.not_modified,
         "answers_per_s": t.answers as f64 / secs,
         "mb_per_s": t.bytes as f64 / secs / 1e6,
         "mean_bytes": t.bytes.checked_div(t.answers).unwrap_or(0),

@@ -133,8 +133,7 @@ pub(super) fn limits_of(st: &AppState, token: &Token) -> AdmitRequest {
 
 /// The strong ETag of a window's answer from its stored row hashes (`super::etag`).
 async fn window_etag(st: &AppState, token: &Token, window: Window) -> Result<String, ApiError> {
-    let hours = st.store.hour_digests(token.operation.id, window).await?;
-    let (rows, xor) = crate::store::digest::window_of(&hours);
+    let (rows, xor) = st.store.window_digest(token.operation.id, window).await?;
     Ok(etag::etag(
         window,
         st.config.compat.empty_window,

@@ -113,6 +113,21 @@ impl Store {
         })
         .await
     }
+
+    /// Row count and XOR of every row hash of a window (its ETag's inputs), from one snapshot:
+    /// on SQLite one index-only scan on the report reader pool (a conditional poll's only read).
+    pub async fn window_digest(
+        &self,
+        operation_id: i64,
+        window: Window,
+    ) -> StoreResult<(u64, [u8; 32])> {
+        let (ini, end) = (window.ini().as_i64(), window.end().as_i64());
+        self.read_quick(move |s| match s {
+            Store::Sqlite(s) => s.window_digest(operation_id, ini, end),
+            Store::Postgres(s) => Ok(window_of(&s.hour_digests(operation_id, ini, end)?)),
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

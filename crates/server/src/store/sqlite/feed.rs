@@ -18,6 +18,13 @@ CREATE INDEX interactions_feed ON interactions(operation_id, feed_pos);
 const NEXT_POSITION: &str =
     "(SELECT IFNULL(MAX(feed_pos), 0) + 1 FROM interactions WHERE operation_id = ?1)";
 
+/// The next position of an operation, inside a write transaction on the write connection.
+pub(super) fn next_position(conn: &Connection, operation_id: i64) -> StoreResult<i64> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {NEXT_POSITION}"))?
+        .query_row([operation_id], |r| r.get(0))?)
+}
+
 /// Gives a stored row a new feed position, inside the caller's write transaction on the write
 /// connection (for writers that change a row in place).
 #[allow(dead_code)] // for writers that replace rows in place (mirrors); tested below

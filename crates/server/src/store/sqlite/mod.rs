@@ -2,8 +2,8 @@
 //! of read connections, WAL mode, `synchronous=FULL` so a committed ingestion survives a crash.
 //!
 //! Interactions keep their `chat_12` JSON object as stored bytes next to the indexed columns
-//! `(operation_id, local_ts, seq, json_len)`: counting and sizing a window is an index-only
-//! scan, and serving it is copying bytes. See docs/adr/0001-stored-json.md.
+//! `(operation_id, local_ts, seq, json_len, row_hash)`: counting, sizing and tagging a window is
+//! one index-only scan, and serving it is copying bytes. See docs/adr/0001-stored-json.md.
 //!
 //! Here: opening, connections and migrations. Beside it: `admin.rs` (operations, tokens,
 //! switches, usage), `ingest.rs`, `report.rs` (the report producer), `readers.rs` (the small
@@ -164,6 +164,8 @@ CREATE TABLE console_fts_state (
 INSERT INTO console_fts_state(id, indexed_upto)
     SELECT 1, COALESCE(MAX(seq), 0) FROM interactions;
 "#,
+    // One covering window index carrying `row_hash` instead of two (`digest.rs`).
+    digest::WINDOW_HASH_MIGRATION,
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -200,6 +202,7 @@ fn configure(conn: &Connection, write: bool) -> rusqlite::Result<()> {
         conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     }
     console::register_functions(conn)?;
+    digest::register_functions(conn)?;
     Ok(())
 }
 

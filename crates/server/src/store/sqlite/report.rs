@@ -19,9 +19,9 @@ use bytes::Bytes;
 use rusqlite::params;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
+use super::digest::xor_result;
 use super::{Reader, SqliteStore};
 use crate::store::body::{self, CHUNK_BYTES, CHUNKS_IN_FLIGHT, Chunker, Ready};
-use crate::store::digest::xor_into;
 use crate::store::{ReportHead, ReportQuery, ReportRefusal, ReportStream, StoreError, StoreResult};
 
 /// Large answers whose read transaction may stay open between chunks at once; past it a large
@@ -168,10 +168,6 @@ struct Snapshot {
     /// `(local_ts, seq)` of the last row sent; rows after it come next.
     after: (i64, i64),
     chunker: Option<Chunker>,
-    /// Rows sent so far and the XOR of their stored hashes: an answer sent whole by its first
-    /// job has its ETag's XOR from the rows it read, with no other scan.
-    sent: u64,
-    xor: [u8; 32],
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -201,29 +197,31 @@ fn open_answer(
         q,
         after: (q.window.ini().as_i64(), i64::MIN),
         chunker: None,
-        sent: 0,
-        xor: [0; 32],
         _permit: None,
     };
-    let (rows, json_bytes) = snap
-        .reader
-        .prepare_cached(
-            "SELECT COUNT(*), COALESCE(SUM(json_len), 0) FROM interactions
-             WHERE operation_id = ?1 AND local_ts BETWEEN ?2 AND ?3",
+    let (rows, json_bytes, xor) = {
+        let mut st = snap.reader.prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(json_len), 0), voxtrail_xor(row_hash)
+               FROM interactions INDEXED BY interactions_window_hash
+              WHERE operation_id = ?1 AND local_ts BETWEEN ?2 AND ?3",
+        )?;
+        let mut found = st.query(params![
+            q.operation_id,
+            q.window.ini().as_i64(),
+            q.window.end().as_i64()
+        ])?;
+        let r = found
+            .next()?
+            .ok_or_else(|| StoreError::Corrupt("an aggregate returned no row".into()))?;
+        (
+            r.get::<_, i64>(0)? as u64,
+            r.get::<_, i64>(1)? as u64,
+            xor_result(r.get_ref(2)?)?,
         )
-        .and_then(|mut st| {
-            st.query_row(
-                params![
-                    q.operation_id,
-                    q.window.ini().as_i64(),
-                    q.window.end().as_i64()
-                ],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-            )
-        })
-        .map_err(StoreError::from_sqlite)?;
-    // The XOR of the row hashes is set below, once the rows are read or scanned.
-    let mut head = match body::decide(&q, rows, json_bytes, [0; 32]) {
+    };
+    // Count, size and the XOR of the row hashes (the ETag) come from one scan of the covering
+    // window index, in the snapshot the rows are read from.
+    let head = match body::decide(&q, rows, json_bytes, xor) {
         Ok(h) => h,
         Err(r) => return Ok(Opened::Refused(r)),
     };
@@ -232,19 +230,9 @@ fn open_answer(
             Some(p) => snap._permit = Some(p),
             None => return Ok(Opened::WaitForSnapshot(tx)),
         }
-        // Sent over several jobs: the hashes come from the covering index, before any row.
-        head.xor = window_xor(&snap.reader, &q)?;
     }
     snap.chunker = Some(Chunker::new(head));
     let turn = fill(&mut snap, &tx);
-    if head.body_len <= WHOLE_AT_ONCE {
-        // Every counted row was read (a poll): their hashes came with them. An answer cut
-        // short (client gone, read error) still gets the exact XOR from the index.
-        head.xor = match snap.sent == rows {
-            true => snap.xor,
-            false => window_xor(&snap.reader, &q)?,
-        };
-    }
     let snapshot = matches!(turn, Turn::Full | Turn::Yield).then(|| Box::new(snap));
     Ok(Opened::Ready {
         head,
@@ -252,33 +240,6 @@ fn open_answer(
         tx,
         turn,
     })
-}
-
-/// The XOR of the stored row hashes of the window of `q`, in `reader`'s read transaction: an
-/// index-only scan of `interactions_hash`.
-fn window_xor(reader: &Reader, q: &ReportQuery) -> StoreResult<[u8; 32]> {
-    let mut st = reader.prepare_cached(
-        "SELECT row_hash FROM interactions INDEXED BY interactions_hash
-         WHERE operation_id = ?1 AND local_ts BETWEEN ?2 AND ?3",
-    )?;
-    let mut rows = st.query(params![
-        q.operation_id,
-        q.window.ini().as_i64(),
-        q.window.end().as_i64()
-    ])?;
-    let mut xor = [0; 32];
-    while let Some(r) = rows.next()? {
-        xor_into(&mut xor, stored_hash(r.get_ref(0)?)?);
-    }
-    Ok(xor)
-}
-
-/// A stored `row_hash`: 32 bytes, or the row is corrupt.
-fn stored_hash(v: rusqlite::types::ValueRef<'_>) -> StoreResult<&[u8]> {
-    v.as_blob_or_null()
-        .map_err(rusqlite::Error::from)?
-        .filter(|h| h.len() == 32)
-        .ok_or_else(|| StoreError::Corrupt("a row has no row_hash".into()))
 }
 
 /// One turn: fills and sends chunks while the channel has room, at most [`CHUNKS_PER_TURN`].
@@ -320,7 +281,7 @@ fn next_chunk(snap: &mut Snapshot) -> StoreResult<Option<Bytes>> {
     }
     let q = snap.q;
     let mut st = snap.reader.prepare_cached(
-        "SELECT local_ts, seq, json, row_hash FROM interactions
+        "SELECT local_ts, seq, json FROM interactions INDEXED BY interactions_window_hash
          WHERE operation_id = ?1 AND (local_ts, seq) > (?2, ?3) AND local_ts <= ?4
          ORDER BY local_ts, seq",
     )?;
@@ -337,8 +298,6 @@ fn next_chunk(snap: &mut Snapshot) -> StoreResult<Option<Bytes>> {
             .get_ref(2)?
             .as_bytes()
             .map_err(|e| StoreError::Corrupt(format!("stored row: {e}")))?;
-        xor_into(&mut snap.xor, stored_hash(row.get_ref(3)?)?);
-        snap.sent += 1;
         if let Some(chunk) = chunker.append(json) {
             return Ok(Some(chunk));
         }
