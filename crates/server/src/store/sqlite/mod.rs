@@ -164,6 +164,7 @@ CREATE TABLE console_fts_state (
 INSERT INTO console_fts_state(id, indexed_upto)
     SELECT 1, COALESCE(MAX(seq), 0) FROM interactions;
 "#,
+    console::COUNTS_MIGRATION,
 ];
 
 /// The SQLite store. Cheap to clone.
