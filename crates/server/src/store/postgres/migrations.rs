@@ -119,6 +119,7 @@ CREATE FUNCTION voxtrail_search(j BYTEA) RETURNS tsvector
         100000)) $$;
 "#,
     super::console::INDEX_MIGRATION,
+    super::audit::AUDIT_TOKEN_MIGRATION,
 ];
 
 fn apply_migrations(c: &mut Client) -> StoreResult<i64> {

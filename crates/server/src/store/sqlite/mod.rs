@@ -165,6 +165,7 @@ INSERT INTO console_fts_state(id, indexed_upto)
     SELECT 1, COALESCE(MAX(seq), 0) FROM interactions;
 "#,
     console::COUNTS_MIGRATION,
+    audit::AUDIT_TOKEN_MIGRATION,
 ];
 
 /// The SQLite store. Cheap to clone.
