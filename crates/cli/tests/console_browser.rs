@@ -180,6 +180,9 @@ fn remote_site() -> (String, Arc<AtomicUsize>) {
     (addr, hits)
 }
 
+/// A 2×3 PNG (red), base64.
+const PNG_2X3: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAADCAIAAAA2iEnWAAAAEElEQVR4nGP4z8AARAwoFABE0AX7pM/egAAAAABJRU5ErkJggg==";
+
 fn row(conn_id: &str, date: &str, subject: &str, body: &str) -> String {
     json!({
         "conn_id": conn_id, "agent_id": "7", "agent_name": "Ana \u{202E}evil", "from": "ana@cc.co",
@@ -306,6 +309,16 @@ async fn console_in_a_real_browser() {
             "one megabyte",
             &"palabra ".repeat(130_000),
         ),
+        row(
+            "inline-image",
+            "2026-10-05 09:03:00",
+            "inline images",
+            &format!(
+                r#"<p>Logo:</p><img id="logo" alt="logo" src="data:image/png;base64,{PNG_2X3}">
+<img alt="svg" src="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' onload='top.document.title=%22owned%22'%3E%3C/svg%3E">
+<img alt="tracker" src="http://{remote}/open.png"><a href="data:text/html,%3Cscript%3Ewindow.pwned=1%3C/script%3E">data link</a>"#
+            ),
+        ),
     ];
     for i in 0..60 {
         let subject = if i % 6 == 0 {
@@ -412,6 +425,42 @@ async fn console_in_a_real_browser() {
         .eval("var f = document.querySelector('iframe'); return [f.getAttribute('sandbox'), f.contentDocument === null]")
         .await;
     assert_eq!(sandbox, json!(["", true]), "sandboxed, opaque origin");
+    // An inline PNG is shown inside the frame; the SVG, the remote image and the data: link
+    // keep no URL.
+    b.goto(&format!("{base}/console/interactions/inline-image"))
+        .await;
+    b.assert_no_script_ran().await;
+    let frame = b.element("iframe.body").await;
+    b.call(
+        reqwest::Method::POST,
+        "/frame",
+        Some(json!({ "id": { ELEMENT: frame } })),
+    )
+    .await;
+    let logo = b.element("img#logo").await;
+    let width = b
+        .call(
+            reqwest::Method::GET,
+            &format!("/element/{logo}/property/naturalWidth"),
+            None,
+        )
+        .await;
+    assert_eq!(width, 2, "the inline PNG is decoded and shown");
+    let sources = b
+        .call(
+            reqwest::Method::POST,
+            "/elements",
+            Some(json!({ "using": "css selector", "value": "img[src], a[href]" })),
+        )
+        .await;
+    assert_eq!(
+        sources.as_array().map(Vec::len),
+        Some(1),
+        "only the PNG keeps a URL: {sources}"
+    );
+    b.call(reqwest::Method::POST, "/frame/parent", Some(json!({})))
+        .await;
+    b.screenshot("interaction-inline-image").await;
     b.goto(&format!("{base}/console/tokens")).await;
     b.screenshot("tokens").await;
     b.assert_no_script_ran().await;
