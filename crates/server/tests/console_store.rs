@@ -545,7 +545,7 @@ fn search_stays_exact_across_the_indexer_and_replaced_rows(s: &Store) {
     store_rows(s, other.id, &rows[..10]);
     let window = Window::parse("20261001000000", "20261002235959", 31).unwrap();
     let check = |rows: &[Interaction], stage: &str| {
-        let mut want: Vec<(i64, String)> = rows
+        let want: Vec<(i64, String)> = rows
             .iter()
             .filter(|r| {
                 let v: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
@@ -553,7 +553,6 @@ fn search_stays_exact_across_the_indexer_and_replaced_rows(s: &Store) {
             })
             .map(|r| (r.date.as_i64(), r.conn_id.clone()))
             .collect();
-        want.sort_by(|a, b| b.0.cmp(&a.0));
         let mut got = Vec::new();
         let mut before = None;
         loop {
