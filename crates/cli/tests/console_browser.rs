@@ -357,7 +357,7 @@ async fn console_in_a_real_browser() {
     let total = b
         .eval("return document.getElementById('total').textContent")
         .await;
-    assert_eq!(total, "63");
+    assert_eq!(total, "64");
     b.screenshot("overview").await;
 
     // Keyboard: Tab to the search field, type, Enter.
@@ -437,7 +437,7 @@ async fn console_in_a_real_browser() {
         Some(json!({ "id": { ELEMENT: frame } })),
     )
     .await;
-    let logo = b.element("img#logo").await;
+    let logo = b.element("img[alt=logo]").await;
     let width = b
         .call(
             reqwest::Method::GET,
