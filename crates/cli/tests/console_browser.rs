@@ -276,6 +276,7 @@ async fn console_in_a_real_browser() {
     let env = Env::new();
     env.operation("acme", "America/Bogota");
     let console = env.token("acme", "console", None);
+    let (report, report_id) = env.token_with_id("acme", "report", None, Some("BI extractor"));
     let evil = format!(
         r#"<p onclick="window.pwned=1">Hola <b>cliente</b></p><script>document.title='owned';window.pwned=1</script>
 <img src="http://{remote}/pixel.gif" onerror="document.title='owned'"><a href="javascript:window.pwned=1">click</a>
@@ -461,7 +462,42 @@ async fn console_in_a_real_browser() {
     b.call(reqwest::Method::POST, "/frame/parent", Some(json!({})))
         .await;
     b.screenshot("interaction-inline-image").await;
+    // The consumers page: a report token's latest requests are the audit's.
+    for day in ["20261001", "20261002", "20261003"] {
+        let res = common::client()
+            .get(srv.report_url(&format!("{day}000000"), &format!("{day}235959")))
+            .header("wolkvox-token", &report)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let store = voxtrail_server::store::Store::open(&env.db_url).unwrap();
+    let audited = || {
+        store
+            .list_audit(&voxtrail_server::store::audit::AuditFilter {
+                token_id: Some(report_id),
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), async || audited().len() == 3).await,
+        "three requests audited"
+    );
     b.goto(&format!("{base}/console/tokens")).await;
+    let shown = b
+        .eval(&format!(
+            "var rows = document.querySelectorAll('table.requests[data-token=\"{report_id}\"] tbody tr'); \
+             return [rows.length, rows[0].cells[0].textContent, rows[0].cells[2].textContent]"
+        ))
+        .await;
+    let newest = audited().pop().unwrap();
+    assert_eq!(
+        shown,
+        json!([3, newest.at, "20261003000000–20261003235959"]),
+        "the audit's requests, newest first"
+    );
     b.screenshot("tokens").await;
     b.assert_no_script_ran().await;
 
