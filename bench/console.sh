@@ -85,9 +85,12 @@ measure() {
     }
     # Rows not yet indexed (word search) plus rows not yet counted (overview, when the schema has
     # the counts).
+    local counts="0"
+    if [ -n "$(sqlite3 "$db" "SELECT name FROM sqlite_master WHERE name = 'console_counts_state'")" ]; then
+        counts="(SELECT (SELECT MAX(seq) FROM interactions) - counted_upto FROM console_counts_state)"
+    fi
     behind() {
-        sqlite3 "$db" "SELECT (SELECT MAX(seq) FROM interactions) - (SELECT indexed_upto FROM console_fts_state)
-            + COALESCE((SELECT (SELECT MAX(seq) FROM interactions) - counted_upto FROM console_counts_state), 0)" 2>/dev/null || echo 1
+        sqlite3 "$db" "SELECT (SELECT MAX(seq) FROM interactions) - (SELECT indexed_upto FROM console_fts_state) + $counts"
     }
     local ov_early sr_early t_caught ov sr sizes first one
     ov_early=$(get "$OVERVIEW")

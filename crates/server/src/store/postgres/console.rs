@@ -206,9 +206,19 @@ impl PgStore {
     /// operation took (0: caught up).
     pub fn index_console_batch(&self, max_rows: i64) -> StoreResult<u64> {
         let mut conn = self.conn()?;
+        // Only the operations with rows above their watermark (a read, so an idle indexer
+        // writes nothing).
         let ops: Vec<i64> = conn
             .client()
-            .query("SELECT id FROM operations ORDER BY id", &[])?
+            .query(
+                "SELECT o.id FROM operations o
+                   LEFT JOIN console_index_state s ON s.operation_id = o.id
+                  WHERE EXISTS (SELECT 1 FROM interactions i
+                                 WHERE i.operation_id = o.id
+                                   AND i.feed_pos > COALESCE(s.upto, 0))
+                  ORDER BY o.id",
+                &[],
+            )?
             .iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()?;
