@@ -13,7 +13,9 @@
 #    alternating, REPS times; the best rows/s of each and the cost in percent.
 #
 # Environment: VOXTRAIL_BIN (else built), VOXTRAIL_BIN_BEFORE (optional), COUNT (220000),
-# SEARCHES (40), REPS (2), PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+# SEARCHES (40), SEARCHES_BEFORE (searches of the binary before, default SEARCHES: a scan of the
+# window takes ~45 s there), KEEP_BASE (1: reuse and keep the seeded base database), REPS (2),
+# PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 # Requires psql.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -31,18 +33,22 @@ BASE_DB=voxtrail_bench_console_base
 psql_admin() { psql -q -X -d "$PG_ADMIN_URL" "$@"; }
 
 # --- 1. reads --------------------------------------------------------------------------------
-psql_admin -c "DROP DATABASE IF EXISTS $BASE_DB WITH (FORCE)" -c "CREATE DATABASE $BASE_DB"
 V0() { "$FIRST" --database "$PGBASE/$BASE_DB" "$@"; }
-t0=$EPOCHREALTIME
-for i in $(seq 1 10); do
-    op=$(printf 'op%02d' "$i")
-    V0 operation create "$op" >/dev/null
-    V0 seed --operation "$op" --count 100000 --days 7 --until 20261008000000 --seed 42 2>/dev/null
-done
-V0 operation create bench --timezone America/Bogota >/dev/null
-V0 seed --operation bench --count "$COUNT" --days 31 --until 20261031235959 --seed 1 2>/dev/null
-t1=$EPOCHREALTIME
-python3 -c "import sys; print(f'base: {1000000 + int(sys.argv[1]):,} rows seeded in {float(sys.argv[3])-float(sys.argv[2]):.0f} s')" "$COUNT" "$t0" "$t1"
+if [ "${KEEP_BASE:-0}" = 1 ] && V0 operation list 2>/dev/null | grep -q bench; then
+    log "reusing the base database $BASE_DB (KEEP_BASE=1)"
+else
+    psql_admin -c "DROP DATABASE IF EXISTS $BASE_DB WITH (FORCE)" -c "CREATE DATABASE $BASE_DB"
+    t0=$EPOCHREALTIME
+    for i in $(seq 1 10); do
+        op=$(printf 'op%02d' "$i")
+        V0 operation create "$op" >/dev/null
+        V0 seed --operation "$op" --count 100000 --days 7 --until 20261008000000 --seed 42 2>/dev/null
+    done
+    V0 operation create bench --timezone America/Bogota >/dev/null
+    V0 seed --operation bench --count "$COUNT" --days 31 --until 20261031235959 --seed 1 2>/dev/null
+    t1=$EPOCHREALTIME
+    python3 -c "import sys; print(f'base: {1000000 + int(sys.argv[1]):,} rows seeded in {float(sys.argv[3])-float(sys.argv[2]):.0f} s')" "$COUNT" "$t0" "$t1"
+fi
 
 WORDS=(factura pedido envío garantía titularidad devolución diagnóstico radicado invoice refund shipping installment)
 OVERVIEW="/console/?from=2026-10-01&to=2026-10-31"
@@ -71,9 +77,10 @@ measure() {
         | awk -F'[ ;]' 'tolower($1)=="set-cookie:" {print $2}')
     [ -n "$cookie" ] || { log "sign-in failed"; exit 1; }
     get() { curl -s -o /dev/null -w '%{time_total}\n' -H "Cookie: $cookie" "$base$1"; }
-    local ov sr i w
+    local ov sr i w n=$SEARCHES
+    [ "$label" = before ] && n=${SEARCHES_BEFORE:-$SEARCHES}
     ov=$(for _ in 1 2 3 4 5; do get "$OVERVIEW"; done)
-    sr=$(for i in $(seq 1 "$SEARCHES"); do
+    sr=$(for i in $(seq 1 "$n"); do
         w=${WORDS[$((i % ${#WORDS[@]}))]}
         get "/console/interactions?from=2026-10-01&to=2026-10-31&q=$(python3 -c 'import sys,urllib.parse;print(urllib.parse.quote(sys.argv[1]))' "$w")"
     done)
@@ -106,7 +113,7 @@ print(f"overview median: before {b['#ov']:.0f} ms, after {a['#ov']:.0f} ms, afte
 print(f"word search p95: before {b['#sr']:.0f} ms, after {a['#sr']:.0f} ms, after/before {a['#sr']/b['#sr']:.3f}")
 PY
 fi
-psql_admin -c "DROP DATABASE $BASE_DB WITH (FORCE)"
+[ "${KEEP_BASE:-0}" = 1 ] || psql_admin -c "DROP DATABASE $BASE_DB WITH (FORCE)"
 
 # --- 2. ingestion cost -----------------------------------------------------------------------
 DIR="$OUT_DIR/import"
