@@ -10,6 +10,8 @@
 //! below the watermark with a scan of the operation's rows above it, in one statement (one
 //! snapshot), so they are exact whatever the indexer's progress (docs/api.md, "The console").
 
+use std::sync::atomic::Ordering;
+
 use postgres::types::ToSql;
 
 use super::PgStore;
@@ -25,8 +27,9 @@ fn field(name: &str) -> String {
 
 /// The overview's counts, the word-search index and their watermark (module docs). The counts'
 /// key and label are compared through `md5` in the unique index, so any length fits it; the
-/// search table keeps `operation_id` and `local_ts` beside the `tsvector` so a rare word is
-/// filtered to the window before any row is read.
+/// search table keeps `operation_id` and `local_ts` beside the `tsvector`: a rare word is
+/// filtered to the window through the GIN index before any row is read, a frequent one is found
+/// walking `console_search_time` newest first until the page is full.
 pub(super) const INDEX_MIGRATION: &str = "
 CREATE TABLE console_counts (
     operation_id BIGINT NOT NULL,
@@ -45,11 +48,15 @@ CREATE TABLE console_search (
     tsv          tsvector NOT NULL
 );
 CREATE INDEX console_search_words ON console_search USING GIN (tsv);
+CREATE INDEX console_search_time ON console_search(operation_id, local_ts, seq);
 CREATE TABLE console_index_state (
     operation_id BIGINT PRIMARY KEY,
     upto         BIGINT NOT NULL
 );
 ";
+
+/// Rows indexed after which the indexer, once caught up, analyses its tables.
+const ANALYZE_AFTER_ROWS: u64 = 50_000;
 
 /// The (kind, key, label) pairs of a parsed object `d` (a lateral join).
 const KINDS: &str = "CROSS JOIN LATERAL (VALUES
@@ -60,6 +67,17 @@ const KINDS: &str = "CROSS JOIN LATERAL (VALUES
 /// The watermark of operation `$1` in a statement (0 before the indexer's first batch).
 const WATERMARK: &str =
     "COALESCE((SELECT upto FROM console_index_state WHERE operation_id = $1), 0)";
+
+/// The watermark of an operation, read before the statement that uses it (a bound parameter,
+/// so the planner sees it: the scan above it takes the feed index). Exact with any snapshot
+/// after it: the indexer only moves it up, every row at or below it is indexed and counted as
+/// it is (a replaced row takes a new position, above), and the rows above it are scanned.
+fn watermark(conn: &mut super::pool::Conn, operation_id: i64) -> StoreResult<i64> {
+    let row = conn
+        .client()
+        .query_one(&format!("SELECT {WATERMARK}"), &[&operation_id])?;
+    Ok(row.try_get(0)?)
+}
 
 /// Takes operation `operation_id`'s indexer state row (made when missing) until the
 /// transaction ends, and returns its watermark. The indexer and a mirror replacing rows take it
@@ -151,9 +169,10 @@ impl PgStore {
     ) -> StoreResult<Vec<OverviewRow>> {
         let plan = OverviewPlan::of(window);
         let mut conn = self.conn()?;
-        // One statement, one snapshot: the counted whole hours, and the rows the counts do not
-        // hold (the partial hours at both ends; the whole hours' rows above the watermark).
-        // Each scanned object is parsed once (MATERIALIZED).
+        let indexed = watermark(&mut conn, operation_id)?;
+        // The counted whole hours, and the rows the counts do not hold (the partial hours at
+        // both ends; the whole hours' rows above the watermark), in one statement. Each scanned
+        // object is parsed once (MATERIALIZED).
         let sql = format!(
             "WITH raw AS MATERIALIZED (
                  SELECT local_ts, voxtrail_doc(json) AS d FROM interactions
@@ -161,7 +180,7 @@ impl PgStore {
                     AND (local_ts BETWEEN $2 AND $3 OR local_ts BETWEEN $4 AND $5)
                  UNION ALL
                  SELECT local_ts, voxtrail_doc(json) FROM interactions
-                  WHERE operation_id = $1 AND feed_pos > {WATERMARK}
+                  WHERE operation_id = $1 AND feed_pos > $12
                     AND local_ts BETWEEN $6 AND $7
              )
              SELECT kind, hour / $8, key, label, SUM(n)::BIGINT FROM console_counts
@@ -185,6 +204,7 @@ impl PgStore {
                 &plan.hours.0,
                 &plan.hours.1,
                 &bucket.divisor(),
+                &indexed,
             ],
         )?;
         rows.iter()
@@ -222,7 +242,7 @@ impl PgStore {
             .iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()?;
-        let mut most = 0;
+        let (mut most, mut total) = (0, 0);
         for op in ops {
             let mut tx = conn.client().transaction()?;
             let from = lock_index_state(&mut tx, op)?;
@@ -266,6 +286,17 @@ impl PgStore {
             )?;
             tx.commit()?;
             most = most.max(n as u64);
+            total += n as u64;
+        }
+        // Once caught up after many rows (a first start on a large database, a bulk import),
+        // the planner learns the new tables' statistics now rather than at autovacuum's next
+        // pass: how frequent a word is decides between the GIN index and the newest-first walk.
+        let unanalyzed = &self.inner.console_unanalyzed;
+        let pending = unanalyzed.fetch_add(total, Ordering::Relaxed) + total;
+        if total == 0 && pending >= ANALYZE_AFTER_ROWS {
+            unanalyzed.store(0, Ordering::Relaxed);
+            conn.client()
+                .batch_execute("ANALYZE console_search, console_counts")?;
         }
         Ok(most)
     }
@@ -308,24 +339,43 @@ impl PgStore {
             ));
         }
         let words = q.words.join(" ");
+        let mut conn = self.conn()?;
+        let indexed = if q.words.is_empty() {
+            0
+        } else {
+            watermark(&mut conn, q.operation_id)?
+        };
         let sql = if q.words.is_empty() {
             format!("SELECT i.seq, i.local_ts, i.json FROM interactions i WHERE {filter}")
         } else {
             // Two disjoint arms: the indexed rows (at or below the watermark) through the GIN
             // index, the rows above it (new or replaced since the indexer's last batch) by a
             // scan of their feed positions.
+            // The index arm has its own LIMIT, so the planner weighs, by the word's frequency,
+            // walking `console_search_time` newest first (a frequent word fills the page within a
+            // few hundred rows) against the GIN index (a rare word); without it, it matched
+            // every row of a frequent word first (seconds). It orders by `s.local_ts`, `s.seq`:
+            // a row at or below the watermark has the same values in both tables.
             args.push(&words);
             let w = args.len();
+            args.push(&indexed);
+            let m = args.len();
+            args.push(&limit);
+            let l = args.len();
+            let index_filter = filter
+                .replacen("i.operation_id = $1", "s.operation_id = $1", 1)
+                .replacen("i.local_ts BETWEEN", "s.local_ts BETWEEN", 1)
+                .replacen("(i.local_ts, i.seq) <", "(s.local_ts, s.seq) <", 1);
             format!(
                 "SELECT seq, local_ts, json FROM (
-                     SELECT i.seq, i.local_ts, i.json
-                       FROM console_search s JOIN interactions i ON i.seq = s.seq
-                      WHERE s.tsv @@ plainto_tsquery('simple'::regconfig, ${w})
-                        AND s.operation_id = $1 AND s.local_ts BETWEEN $2 AND $3
-                        AND i.feed_pos <= {WATERMARK} AND {filter}
+                     (SELECT s.seq, s.local_ts, i.json
+                        FROM console_search s JOIN interactions i ON i.seq = s.seq
+                       WHERE s.tsv @@ plainto_tsquery('simple'::regconfig, ${w})
+                         AND i.feed_pos <= ${m} AND {index_filter}
+                       ORDER BY s.local_ts DESC, s.seq DESC LIMIT ${l})
                      UNION ALL
                      SELECT i.seq, i.local_ts, i.json FROM interactions i
-                      WHERE i.feed_pos > {WATERMARK} AND {filter}
+                      WHERE i.feed_pos > ${m} AND {filter}
                         AND voxtrail_search(i.json) @@ plainto_tsquery('simple'::regconfig, ${w})
                  ) i"
             )
@@ -335,7 +385,6 @@ impl PgStore {
             "{sql} ORDER BY local_ts DESC, seq DESC LIMIT ${}",
             args.len()
         );
-        let mut conn = self.conn()?;
         let rows = conn.client().query(&sql, &args)?;
         rows.iter()
             .map(|r| {
