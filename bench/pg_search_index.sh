@@ -14,7 +14,8 @@
 #
 # Environment: VOXTRAIL_BIN (else built), VOXTRAIL_BIN_BEFORE (optional), COUNT (220000),
 # SEARCHES (40), SEARCHES_BEFORE (searches of the binary before, default SEARCHES: a scan of the
-# window takes ~45 s there), KEEP_BASE (1: reuse and keep the seeded base database), REPS (2),
+# window takes ~45 s there), KEEP_BASE (1: reuse and keep the seeded base database), SKIP_READS
+# (1: the ingestion part only), REPS (2),
 # PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 # Requires psql.
 set -euo pipefail
@@ -33,6 +34,7 @@ BASE_DB=voxtrail_bench_console_base
 psql_admin() { psql -q -X -d "$PG_ADMIN_URL" "$@"; }
 
 # --- 1. reads --------------------------------------------------------------------------------
+if [ "${SKIP_READS:-0}" != 1 ]; then
 V0() { "$FIRST" --database "$PGBASE/$BASE_DB" "$@"; }
 if [ "${KEEP_BASE:-0}" = 1 ] && V0 operation list 2>/dev/null | grep -q bench; then
     log "reusing the base database $BASE_DB (KEEP_BASE=1)"
@@ -114,6 +116,7 @@ print(f"word search p95: before {b['#sr']:.0f} ms, after {a['#sr']:.0f} ms, afte
 PY
 fi
 [ "${KEEP_BASE:-0}" = 1 ] || psql_admin -c "DROP DATABASE $BASE_DB WITH (FORCE)"
+fi
 
 # --- 2. ingestion cost -----------------------------------------------------------------------
 DIR="$OUT_DIR/import"
