@@ -334,7 +334,7 @@ mod tests {
         assert!(whole.head.0 > whole.head.1 && whole.tail.0 > whole.tail.1);
         let cut = p("20261001083015", "20261002101500");
         assert_eq!(cut.hours, (2026100109, 2026100209));
-        assert_eq!(cut.head, (20261001083015, 20261001085999));
+        assert_eq!(cut.head, (20261001083015, 20261001089999));
         assert_eq!(cut.tail, (20261002095960, 20261002101500));
         let inside = p("20261001081000", "20261001082000");
         assert!(inside.hours.0 > inside.hours.1);
