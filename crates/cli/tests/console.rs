@@ -591,7 +591,7 @@ async fn hostile_content_is_escaped_and_html_bodies_are_sanitised() {
 #[tokio::test]
 async fn consumers_page_lists_tokens_without_secrets() {
     let (env, console) = setup();
-    let (report, _) = env.token_with_id("acme", "report", Some(5), Some("BI <extractor>"));
+    let (report, report_id) = env.token_with_id("acme", "report", Some(5), Some("BI <extractor>"));
     env.import_ndjson("acme", &record("c-1", "2026-10-05 09:00:00"));
     let srv = env.serve(None);
     let res = common::client()
@@ -613,7 +613,215 @@ async fn consumers_page_lists_tokens_without_secrets() {
     let (_, _, page) = get(&srv, &cookie, "/console/tokens").await;
     assert!(ok, "today's use and limit shown: {page}");
     assert!(!page.contains(&report) && !page.contains(&console));
-    assert!(page.contains(r#"id="latest-requests""#));
+
+    // The latest requests of each token are the audit's, newest first.
+    for (ini, end) in [
+        ("20261005000000", "20261005235959"),
+        ("20261006000000", "20261006235959"),
+    ] {
+        let res = common::client()
+            .get(srv.report_url(ini, end))
+            .header("wolkvox-token", &report)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let store = voxtrail_server::store::Store::open(&env.db_url).unwrap();
+    let audited = |store: &voxtrail_server::store::Store| {
+        store
+            .list_audit(&voxtrail_server::store::audit::AuditFilter {
+                token_id: Some(report_id),
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), async || audited(&store).len() == 3).await,
+        "three requests audited"
+    );
+    let (_, _, page) = get(&srv, &cookie, "/console/tokens").await;
+    let table = between(
+        &page,
+        &format!(r#"<table class="requests" data-token="{report_id}">"#),
+        "</table>",
+    );
+    let shown: Vec<&str> = table.split("<tr>").skip(2).collect();
+    let mut records = audited(&store);
+    records.reverse();
+    assert_eq!(shown.len(), records.len(), "{table}");
+    for (row, r) in shown.iter().zip(&records) {
+        assert!(row.starts_with(&format!("<td>{}</td>", r.at)), "{row}");
+        assert!(row.contains(&format!(
+            "{}–{}",
+            r.date_ini.as_deref().unwrap(),
+            r.date_end.as_deref().unwrap()
+        )));
+        assert!(row.contains(&format!(
+            r#"<td class="n">{}</td><td class="n">{}</td>"#,
+            r.status, r.rows
+        )));
+    }
+    assert!(shown[0].contains("20261006000000"), "newest first: {table}");
+    assert!(
+        shown[2].contains(r#"<td class="n">1</td>"#),
+        "the first answered one row"
+    );
+    assert!(
+        page.contains("No request recorded."),
+        "the console token has none: {page}"
+    );
+    assert!(!page.contains(r#"id="mirror""#), "not a mirror");
+}
+
+#[tokio::test]
+async fn consumers_page_shows_the_mirror_status() {
+    // The upstream: another voxtrail with 30 rows.
+    let up = Env::new();
+    up.operation("up", "America/Bogota");
+    let up_token = up.token("up", "report", None);
+    let lines: Vec<String> = (0..30)
+        .map(|i| {
+            row(
+                &format!("m-{i}"),
+                &format!("2026-10-0{} 0{}:00:00", 1 + i % 5, i % 10),
+                "7",
+                "1",
+                "s",
+                "b",
+            )
+        })
+        .collect();
+    up.import_ndjson("up", &lines.join("\n"));
+    let upstream = up.serve(None);
+
+    let (env, console) = setup();
+    let out = env
+        .cmd()
+        .args([
+            "mirror",
+            "set",
+            "--operation",
+            "acme",
+            "--url",
+            &upstream.url(""),
+            "--timezone",
+            "America/Bogota",
+            "--since",
+            "20261001000000",
+            "--window",
+            "31d",
+        ])
+        .env("VOXTRAIL_UPSTREAM_TOKEN", &up_token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let srv = env.serve(None);
+    let cookie = sign_in(&srv, &console).await;
+    let store = voxtrail_server::store::Store::open(&env.db_url).unwrap();
+    let mirror = |store: &voxtrail_server::store::Store| store.mirrors().unwrap().remove(0);
+    assert!(
+        eventually(Duration::from_secs(30), async || mirror(&store)
+            .rows_inserted
+            == 30)
+        .await,
+        "the mirror copied the upstream: {:?}",
+        mirror(&store)
+    );
+    let (status, _, page) = get(&srv, &cookie, "/console/tokens").await;
+    let m = mirror(&store);
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains(&up_token), "never the upstream token");
+    assert_eq!(between(&page, r#"id="mirror-state">"#, "<"), "running");
+    assert_eq!(
+        between(&page, r#"id="mirror-rows">"#, "<"),
+        format!("{} / {}", m.rows_inserted, m.rows_updated)
+    );
+    let checkpoint = between(&page, r#"id="mirror-checkpoint">"#, "<");
+    assert!(checkpoint.starts_with("2026-"), "{checkpoint}");
+    let success = between(&page, r#"id="mirror-success">"#, "<");
+    assert!(success.ends_with('Z'), "{success}");
+    let errors: u64 = between(&page, r#"id="mirror-errors">"#, "<")
+        .parse()
+        .unwrap();
+    assert!(errors <= mirror(&store).errors);
+    // The mirrored rows are in the overview.
+    let (_, _, overview) = get(&srv, &cookie, "/console/?from=2026-10-01&to=2026-10-07").await;
+    assert_eq!(between(&overview, r#"id="total">"#, "<"), "30");
+}
+
+/// The overview's counting watermark of the test's database.
+fn counted_upto(env: &Env) -> i64 {
+    match voxtrail_server::store::Store::open(&env.db_url).unwrap() {
+        voxtrail_server::store::Store::Sqlite(s) => s.counted_upto().unwrap(),
+        _ => unreachable!("the tests' database is SQLite"),
+    }
+}
+
+#[tokio::test]
+async fn overview_is_exact_while_the_indexer_is_behind() {
+    let (env, console) = setup();
+    let report = env.token("acme", "report", None);
+    let ingest = env.token("acme", "ingest", None);
+    env.seed("acme", 500, "20261010235959", 10);
+    assert_eq!(counted_upto(&env), 0, "seed does not count");
+    // The indexer's first batch runs at start, then not for a day.
+    let srv = env.serve(Some("search_index_interval_ms = 86400000\n"));
+    assert!(
+        common::eventually(Duration::from_secs(30), async || counted_upto(&env) == 500).await,
+        "counted at start"
+    );
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            row(
+                &format!("late-{i}"),
+                &format!("2026-10-0{} 1{}:30:00", 3 + i % 5, i % 10),
+                if i % 3 == 0 { "new-agent" } else { "7" },
+                "Z9",
+                "s",
+                "b",
+            )
+        })
+        .collect();
+    let res = common::client()
+        .post(srv.url("/api/v2/interactions"))
+        .header("wolkvox-token", &ingest)
+        .header("content-type", "application/x-ndjson")
+        .body(lines.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{:?}", res.text().await);
+    assert_eq!(counted_upto(&env), 500, "the new rows are not counted yet");
+    let cookie = sign_in(&srv, &console).await;
+    for (from, to) in [("2026-10-01", "2026-10-10"), ("2026-10-05", "2026-10-06")] {
+        let (_, _, page) = get(&srv, &cookie, &format!("/console/?from={from}&to={to}")).await;
+        let total: u64 = between(&page, r#"id="total">"#, "<").parse().unwrap();
+        let res = common::client()
+            .get(srv.report_url(
+                &format!("{}000000", from.replace('-', "")),
+                &format!("{}235959", to.replace('-', "")),
+            ))
+            .header("wolkvox-token", &report)
+            .send()
+            .await
+            .unwrap();
+        let body = json(&res.bytes().await.unwrap());
+        let rows = body["data"].as_array().unwrap();
+        assert_eq!(total, rows.len() as u64, "{from}..{to}");
+        let codes = between(&page, r#"id="codes""#, "</table>");
+        for cell in codes.split("<tr>").skip(2) {
+            let code = between(cell, "<bdi>", "</bdi>");
+            let n: usize = between(cell, r#"class="n">"#, "<").parse().unwrap();
+            let want = rows.iter().filter(|r| r["cod_act"] == code).count();
+            assert_eq!(n, want, "code {code}, {from}..{to}");
+        }
+        assert!(codes.contains("Z9"), "the uncounted rows are in: {codes}");
+    }
 }
 
 #[tokio::test]

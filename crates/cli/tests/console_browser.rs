@@ -180,6 +180,9 @@ fn remote_site() -> (String, Arc<AtomicUsize>) {
     (addr, hits)
 }
 
+/// A 2×3 PNG (red), base64.
+const PNG_2X3: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAADCAIAAAA2iEnWAAAAEElEQVR4nGP4z8AARAwoFABE0AX7pM/egAAAAABJRU5ErkJggg==";
+
 fn row(conn_id: &str, date: &str, subject: &str, body: &str) -> String {
     json!({
         "conn_id": conn_id, "agent_id": "7", "agent_name": "Ana \u{202E}evil", "from": "ana@cc.co",
@@ -273,6 +276,7 @@ async fn console_in_a_real_browser() {
     let env = Env::new();
     env.operation("acme", "America/Bogota");
     let console = env.token("acme", "console", None);
+    let (report, report_id) = env.token_with_id("acme", "report", None, Some("BI extractor"));
     let evil = format!(
         r#"<p onclick="window.pwned=1">Hola <b>cliente</b></p><script>document.title='owned';window.pwned=1</script>
 <img src="http://{remote}/pixel.gif" onerror="document.title='owned'"><a href="javascript:window.pwned=1">click</a>
@@ -305,6 +309,16 @@ async fn console_in_a_real_browser() {
             "2026-10-05 09:02:00",
             "one megabyte",
             &"palabra ".repeat(130_000),
+        ),
+        row(
+            "inline-image",
+            "2026-10-05 09:03:00",
+            "inline images",
+            &format!(
+                r#"<p>Logo:</p><img id="logo" alt="logo" src="data:image/png;base64,{PNG_2X3}">
+<img alt="svg" src="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' onload='top.document.title=%22owned%22'%3E%3C/svg%3E">
+<img alt="tracker" src="http://{remote}/open.png"><a href="data:text/html,%3Cscript%3Ewindow.pwned=1%3C/script%3E">data link</a>"#
+            ),
         ),
     ];
     for i in 0..60 {
@@ -344,7 +358,7 @@ async fn console_in_a_real_browser() {
     let total = b
         .eval("return document.getElementById('total').textContent")
         .await;
-    assert_eq!(total, "63");
+    assert_eq!(total, "64");
     b.screenshot("overview").await;
 
     // Keyboard: Tab to the search field, type, Enter.
@@ -412,7 +426,78 @@ async fn console_in_a_real_browser() {
         .eval("var f = document.querySelector('iframe'); return [f.getAttribute('sandbox'), f.contentDocument === null]")
         .await;
     assert_eq!(sandbox, json!(["", true]), "sandboxed, opaque origin");
+    // An inline PNG is shown inside the frame; the SVG, the remote image and the data: link
+    // keep no URL.
+    b.goto(&format!("{base}/console/interactions/inline-image"))
+        .await;
+    b.assert_no_script_ran().await;
+    let frame = b.element("iframe.body").await;
+    b.call(
+        reqwest::Method::POST,
+        "/frame",
+        Some(json!({ "id": { ELEMENT: frame } })),
+    )
+    .await;
+    let logo = b.element("img[alt=logo]").await;
+    let width = b
+        .call(
+            reqwest::Method::GET,
+            &format!("/element/{logo}/property/naturalWidth"),
+            None,
+        )
+        .await;
+    assert_eq!(width, 2, "the inline PNG is decoded and shown");
+    let sources = b
+        .call(
+            reqwest::Method::POST,
+            "/elements",
+            Some(json!({ "using": "css selector", "value": "img[src], a[href]" })),
+        )
+        .await;
+    assert_eq!(
+        sources.as_array().map(Vec::len),
+        Some(1),
+        "only the PNG keeps a URL: {sources}"
+    );
+    b.call(reqwest::Method::POST, "/frame/parent", Some(json!({})))
+        .await;
+    b.screenshot("interaction-inline-image").await;
+    // The consumers page: a report token's latest requests are the audit's.
+    for day in ["20261001", "20261002", "20261003"] {
+        let res = common::client()
+            .get(srv.report_url(&format!("{day}000000"), &format!("{day}235959")))
+            .header("wolkvox-token", &report)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let store = voxtrail_server::store::Store::open(&env.db_url).unwrap();
+    let audited = || {
+        store
+            .list_audit(&voxtrail_server::store::audit::AuditFilter {
+                token_id: Some(report_id),
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), async || audited().len() == 3).await,
+        "three requests audited"
+    );
     b.goto(&format!("{base}/console/tokens")).await;
+    let shown = b
+        .eval(&format!(
+            "var rows = document.querySelectorAll('table.requests[data-token=\"{report_id}\"] tbody tr'); \
+             return [rows.length, rows[0].cells[0].textContent, rows[0].cells[2].textContent]"
+        ))
+        .await;
+    let newest = audited().pop().unwrap();
+    assert_eq!(
+        shown,
+        json!([3, newest.at, "20261003000000–20261003235959"]),
+        "the audit's requests, newest first"
+    );
     b.screenshot("tokens").await;
     b.assert_no_script_ran().await;
 

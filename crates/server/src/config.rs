@@ -25,8 +25,8 @@ pub struct Config {
     pub maintenance_retry_after_secs: u64,
     /// How often cached tokens and the maintenance switch are re-read from the database.
     pub refresh_interval_ms: u64,
-    /// How often the server indexes newly ingested rows for the console's word search (SQLite;
-    /// search is exact before that too, docs/api.md, "The console").
+    /// How often the server's console indexer indexes newly stored rows for word search and
+    /// counts them for the overview (both are exact before that too, docs/api.md, "The console").
     pub search_index_interval_ms: u64,
     pub audit: AuditConfig,
 }

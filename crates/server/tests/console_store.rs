@@ -3,8 +3,11 @@
 //! `CI=true`): sessions, overview counts, keyset pages, word search, one interaction, use.
 
 use voxtrail_server::domain::{Interaction, OperationTz, Scope, TokenSecret, WallClock, Window};
+use voxtrail_server::store::MirrorDef;
 use voxtrail_server::store::Store;
-use voxtrail_server::store::console::{Bucket, ListQuery, SESSION_TTL_SECS, search_words};
+use voxtrail_server::store::console::{
+    Bucket, ListQuery, Overview, SESSION_TTL_SECS, search_words,
+};
 use voxtrail_server::store::testing::TestDatabase;
 
 struct Fixture {
@@ -52,6 +55,8 @@ both!(
     overview_counts_the_report_window,
     pages_are_keyset_and_search_finds_whole_words,
     one_interaction_belongs_to_its_operation,
+    overview_stays_exact_across_the_indexer_and_replaced_rows,
+    search_stays_exact_across_the_indexer_and_replaced_rows,
 );
 
 fn tz() -> OperationTz {
@@ -398,4 +403,204 @@ fn sqlite_search_is_exact_across_the_watermark_and_resumes_after_a_restart() {
         assert!(search_all(&s, op.id, &[w.to_owned()]).is_empty(), "{w:?}");
     }
     assert_eq!(search_all(&s, op.id, &search_words("HI 100")), ["q"]);
+}
+
+/// A row with its own `cod_act` (the fixture's `interaction` derives it from the time).
+fn coded(conn_id: &str, ts: i64, agent: &str, code: &str, body: &str) -> Interaction {
+    let mut i = interaction(conn_id, ts, agent, "asunto", body);
+    let mut v: serde_json::Value = serde_json::from_slice(&i.json).unwrap();
+    v["cod_act"] = code.into();
+    v["description_cod_act"] = format!("Code {code}").into();
+    i.json = serde_json::to_vec(&v).unwrap();
+    i
+}
+
+/// What the overview must be: every stored row of the window (the report's rule), counted.
+fn expected_overview(rows: &[Interaction], w: Window, bucket: Bucket) -> Overview {
+    use std::collections::BTreeMap;
+    let mut buckets: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut agents: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut codes: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let div = match bucket {
+        Bucket::Hour => 10_000,
+        Bucket::Day => 1_000_000,
+    };
+    for r in rows {
+        let ts = r.date.as_i64();
+        if ts < w.ini().as_i64() || ts > w.end().as_i64() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
+        let s = |k: &str| v[k].as_str().unwrap().to_owned();
+        *buckets.entry(ts / div).or_default() += 1;
+        *agents.entry((s("agent_id"), s("agent_name"))).or_default() += 1;
+        *codes
+            .entry((s("cod_act"), s("description_cod_act")))
+            .or_default() += 1;
+    }
+    let ranked = |m: BTreeMap<(String, String), u64>| {
+        let mut v: Vec<(String, String, u64)> =
+            m.into_iter().map(|((a, b), n)| (a, b, n)).collect();
+        v.sort_by(|x, y| y.2.cmp(&x.2).then_with(|| x.0.cmp(&y.0)));
+        v
+    };
+    Overview {
+        total: buckets.values().sum(),
+        buckets: buckets.into_iter().collect(),
+        agents: ranked(agents),
+        codes: ranked(codes),
+    }
+}
+
+/// The rows of one operation for the replacement tests: 60 rows over two days, several per
+/// hour, at minutes that make windows cut through hours.
+fn spread_rows() -> Vec<Interaction> {
+    (0..60)
+        .map(|i| {
+            let day = 20261001 + i / 30;
+            let hour = (i * 7) % 24;
+            let ts = day * 1_000_000 + hour * 10_000 + (i % 6) * 1_000 + i % 60;
+            let body = if i % 3 == 0 { "su factura" } else { "hola" };
+            coded(
+                &format!("r{i:02}"),
+                ts,
+                ["7", "8", "9"][(i % 3) as usize],
+                ["A", "B"][(i % 2) as usize],
+                body,
+            )
+        })
+        .collect()
+}
+
+/// Replaces rows through a mirror commit (the one writer that changes stored rows): new agent,
+/// code, body and time for some, counted or not yet.
+fn replace_rows(s: &Store, op: i64, rows: &mut [Interaction], which: &[usize]) {
+    let _ = s.set_mirror(&MirrorDef {
+        operation_id: op,
+        url: "http://127.0.0.1:9".into(),
+        token: "t".into(),
+        since: WallClock::from_i64(20261001000000).unwrap(),
+        every_secs: 60,
+        lookback_secs: 0,
+        window_secs: 3600,
+    });
+    let mut changed = Vec::new();
+    for &i in which {
+        let old = &rows[i];
+        let ts = old.date.as_i64() + if i % 2 == 0 { 10_000 } else { 0 };
+        rows[i] = coded(&old.conn_id, ts, "Z", "Q", "nueva factura");
+        changed.push(rows[i].clone());
+    }
+    let out = s
+        .mirror_commit(op, &changed, WallClock::from_i64(20261002235959).unwrap())
+        .unwrap();
+    assert_eq!(out.updated, which.len() as u64);
+}
+
+fn overview_stays_exact_across_the_indexer_and_replaced_rows(s: &Store) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let other = s.create_operation("other", tz(), 10).unwrap();
+    let mut rows = spread_rows();
+    store_rows(s, op.id, &rows[..40]);
+    store_rows(s, other.id, &rows[..10]);
+    let windows = [
+        ("20261001000000", "20261002235959", Bucket::Day),
+        ("20261001000000", "20261002235959", Bucket::Hour),
+        ("20261001033000", "20261002154559", Bucket::Hour),
+        ("20261001070500", "20261001071000", Bucket::Hour),
+        ("20261002000000", "20261002005959", Bucket::Day),
+    ];
+    let check = |rows: &[Interaction], stage: &str| {
+        for (a, b, bucket) in windows {
+            let w = Window::parse(a, b, 31).unwrap();
+            assert_eq!(
+                s.console_overview(op.id, w, bucket).unwrap(),
+                expected_overview(rows, w, bucket),
+                "{stage}: {a}..{b} {bucket:?}"
+            );
+        }
+    };
+    check(&rows[..40], "nothing counted");
+    assert_eq!(s.index_search_batch(15).unwrap(), 15, "a bounded batch");
+    check(&rows[..40], "partly counted");
+    store_rows(s, op.id, &rows[40..]);
+    check(&rows, "new rows");
+    // Replaced: rows counted already (low positions) and rows not counted yet.
+    replace_rows(s, op.id, &mut rows, &[1, 2, 5, 44, 51]);
+    check(&rows, "replaced, partly counted");
+    while s.index_search_batch(15).unwrap() > 0 {}
+    check(&rows, "all counted");
+    replace_rows(s, op.id, &mut rows, &[0, 2, 3, 59]);
+    check(&rows, "replaced after counting");
+    while s.index_search_batch(15).unwrap() > 0 {}
+    check(&rows, "counted again");
+    assert_eq!(s.index_search_batch(15).unwrap(), 0, "caught up");
+}
+
+fn search_stays_exact_across_the_indexer_and_replaced_rows(s: &Store) {
+    let op = s.create_operation("acme", tz(), 10).unwrap();
+    let other = s.create_operation("other", tz(), 10).unwrap();
+    let mut rows = spread_rows();
+    store_rows(s, op.id, &rows[..40]);
+    store_rows(s, other.id, &rows[..10]);
+    let window = Window::parse("20261001000000", "20261002235959", 31).unwrap();
+    let check = |rows: &[Interaction], stage: &str| {
+        let want: Vec<(i64, String)> = rows
+            .iter()
+            .filter(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
+                v["body"].as_str().unwrap().contains("factura")
+            })
+            .map(|r| (r.date.as_i64(), r.conn_id.clone()))
+            .collect();
+        let mut got = Vec::new();
+        let mut before = None;
+        loop {
+            let page = s
+                .console_list(&ListQuery {
+                    operation_id: op.id,
+                    window,
+                    agent: None,
+                    recipient: None,
+                    words: search_words("factura"),
+                    before,
+                    limit: 4,
+                })
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            before = Some((last.local_ts, last.seq));
+            for r in page {
+                let v: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
+                got.push((r.local_ts, v["conn_id"].as_str().unwrap().to_owned()));
+            }
+        }
+        let key = |v: &mut Vec<(i64, String)>| v.sort();
+        let (mut a, mut b) = (got.clone(), want.clone());
+        key(&mut a);
+        key(&mut b);
+        assert_eq!(a, b, "{stage}");
+        assert!(
+            got.windows(2).all(|p| p[0].0 >= p[1].0),
+            "{stage}: newest first"
+        );
+    };
+    check(&rows[..40], "nothing indexed");
+    s.index_search_batch(15).unwrap();
+    check(&rows[..40], "partly indexed");
+    store_rows(s, op.id, &rows[40..]);
+    replace_rows(s, op.id, &mut rows, &[1, 3, 6, 44]);
+    check(&rows, "replaced, partly indexed");
+    while s.index_search_batch(15).unwrap() > 0 {}
+    check(&rows, "all indexed");
+    // A replaced row loses its old words too.
+    let mut gone = rows[0].clone();
+    let mut v: serde_json::Value = serde_json::from_slice(&gone.json).unwrap();
+    v["body"] = "sin palabras".into();
+    gone.json = serde_json::to_vec(&v).unwrap();
+    rows[0] = gone.clone();
+    s.mirror_commit(op.id, &[gone], WallClock::from_i64(20261002235959).unwrap())
+        .unwrap();
+    check(&rows, "a word removed");
+    while s.index_search_batch(15).unwrap() > 0 {}
+    check(&rows, "a word removed, indexed");
 }

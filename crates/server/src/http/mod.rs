@@ -284,8 +284,9 @@ async fn refresh_mirrors(st: &AppState) {
     }
 }
 
-/// Indexes newly ingested rows for the console's word search, on a timer, in batches of
-/// `INDEX_BATCH_ROWS` (one short write transaction each, so ingestion waits at most one batch).
+/// The console's indexer: indexes newly stored rows for word search and counts them for the
+/// overview, on a timer, in batches of `INDEX_BATCH_ROWS` (one short write transaction each, so
+/// ingestion waits at most one batch; on PostgreSQL one per operation, beside ingestion).
 async fn index_search(st: AppState) {
     let mut tick = tokio::time::interval(Duration::from_millis(st.config.search_index_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -61,6 +61,14 @@ impl Store {
         }
     }
 
+    /// The latest `limit` records of a token, newest first (the console's consumers page).
+    pub fn latest_audit(&self, token_id: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        match self {
+            Store::Sqlite(s) => s.latest_audit(token_id, limit),
+            Store::Postgres(s) => s.latest_audit(token_id, limit),
+        }
+    }
+
     /// The records a filter selects, oldest first.
     pub fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
         match self {

@@ -40,6 +40,55 @@ impl Bucket {
             Self::Day => 1_000_000,
         }
     }
+
+    /// The divisor that turns an hour key (`YYYYmmddHH`, of the counts table) into the bucket
+    /// key.
+    pub(crate) fn hour_divisor(self) -> i64 {
+        match self {
+            Self::Hour => 1,
+            Self::Day => 100,
+        }
+    }
+}
+
+/// How an overview reads a window: the whole local hours inside it from the counts table
+/// (`console_counts`, filled by the indexer), and every other row of the window by a scan —
+/// the rows of the partial hours at its two ends, and the rows of the whole hours that the
+/// indexer has not counted yet. The three row ranges and the counted rows are disjoint and
+/// together are exactly the window's rows, so the overview equals what §2 answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OverviewPlan {
+    /// Hour keys (`YYYYmmddHH`) read from the counts table, inclusive; empty when lo > hi.
+    pub hours: (i64, i64),
+    /// The same hours as `local_ts` bounds (the scan of rows not counted yet).
+    pub whole: (i64, i64),
+    /// The partial hours at each end, as `local_ts` bounds (empty when lo > hi).
+    pub head: (i64, i64),
+    pub tail: (i64, i64),
+}
+
+impl OverviewPlan {
+    pub(crate) fn of(window: Window) -> Self {
+        const EMPTY: (i64, i64) = (1, 0);
+        let (ini, end) = (window.ini().as_i64(), window.end().as_i64());
+        // Hour h covers h·10⁴ + 0000 … h·10⁴ + 5959 (`YYYYmmddHH` then `iiss`).
+        let lo = (ini + 9_999).div_euclid(10_000);
+        let hi = (end - 5_959).div_euclid(10_000);
+        if lo > hi {
+            return Self {
+                hours: EMPTY,
+                whole: EMPTY,
+                head: (ini, end),
+                tail: EMPTY,
+            };
+        }
+        Self {
+            hours: (lo, hi),
+            whole: (lo * 10_000, hi * 10_000 + 5_959),
+            head: (ini, lo * 10_000 - 1),
+            tail: (hi * 10_000 + 5_960, end),
+        }
+    }
 }
 
 /// A page of the interactions list: newest first, strictly before `before` when given.
@@ -134,13 +183,17 @@ impl Store {
         }
     }
 
-    /// Indexes for word search the next rows ingested since the last batch (SQLite: at most
-    /// `max_rows`, one write transaction, the watermark advanced with them). Returns the rows
-    /// indexed; 0 when caught up. PostgreSQL keeps its index itself: always 0.
+    /// The console's indexer: indexes for word search and counts for the overview the next
+    /// rows stored (or replaced, on PostgreSQL) since the last batch — at most `max_rows` per
+    /// index (PostgreSQL: per operation), each batch one write transaction that advances its
+    /// watermark. Returns the most rows one index took; 0 when caught up. The server calls it
+    /// on a timer (`http/mod.rs`); reads stay exact whatever its progress.
     pub fn index_search_batch(&self, max_rows: i64) -> StoreResult<u64> {
         match self {
-            Self::Sqlite(s) => s.index_search_batch(max_rows),
-            Self::Postgres(_) => Ok(0),
+            Self::Sqlite(s) => Ok(s
+                .index_search_batch(max_rows)?
+                .max(s.count_batch(max_rows)?)),
+            Self::Postgres(s) => s.index_console_batch(max_rows),
         }
     }
 
@@ -181,32 +234,49 @@ impl Store {
     }
 }
 
-/// One grouped row of the overview query: bucket, agent id, agent name, code, description,
-/// count.
-pub(crate) type OverviewRow = (i64, String, String, String, String, i64);
+/// Kind of an overview row: a count per agent (`agent_id`, `agent_name`).
+pub(crate) const KIND_AGENT: i64 = 0;
+/// Kind of an overview row: a count per typification (`cod_act`, `description_cod_act`).
+pub(crate) const KIND_CODE: i64 = 1;
+
+/// One grouped row of the overview query: kind ([`KIND_AGENT`] or [`KIND_CODE`]), bucket, key,
+/// label, count. Every row of the window is counted once per kind; the same (kind, bucket, key,
+/// label) may come several times (counted and scanned parts), and counts are summed.
+pub(crate) type OverviewRow = (i64, i64, String, String, i64);
 
 fn fold_overview(rows: Vec<OverviewRow>) -> Overview {
     use std::collections::BTreeMap;
-    let mut buckets: BTreeMap<i64, u64> = BTreeMap::new();
-    let mut agents: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let mut codes: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let mut total = 0;
-    for (bucket, agent, name, code, desc, n) in rows {
-        let n = n.max(0) as u64;
-        total += n;
-        *buckets.entry(bucket).or_default() += n;
-        *agents.entry((agent, name)).or_default() += n;
-        *codes.entry((code, desc)).or_default() += n;
+    let mut buckets: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut agents: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut codes: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for (kind, bucket, key, label, n) in rows {
+        match kind {
+            KIND_AGENT => {
+                *buckets.entry(bucket).or_default() += n;
+                *agents.entry((key, label)).or_default() += n;
+            }
+            KIND_CODE => *codes.entry((key, label)).or_default() += n,
+            _ => {}
+        }
     }
-    let ranked = |m: BTreeMap<(String, String), u64>| {
-        let mut v: Vec<(String, String, u64)> =
-            m.into_iter().map(|((a, b), n)| (a, b, n)).collect();
+    // A count can fall to 0 when a mirror replaced a counted row: such entries are not shown.
+    let ranked = |m: BTreeMap<(String, String), i64>| {
+        let mut v: Vec<(String, String, u64)> = m
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|((a, b), n)| (a, b, n as u64))
+            .collect();
         v.sort_by(|x, y| y.2.cmp(&x.2).then_with(|| x.0.cmp(&y.0)));
         v
     };
+    let buckets: Vec<(i64, u64)> = buckets
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(b, n)| (b, n as u64))
+        .collect();
     Overview {
-        total,
-        buckets: buckets.into_iter().collect(),
+        total: buckets.iter().map(|b| b.1).sum(),
+        buckets,
         agents: ranked(agents),
         codes: ranked(codes),
     }
@@ -238,35 +308,38 @@ mod tests {
 
     #[test]
     fn overview_folds_groups() {
+        let row = |kind, b, k: &str, l: &str, n| (kind, b, k.to_owned(), l.to_owned(), n);
         let o = fold_overview(vec![
-            (
-                20261001,
-                "a1".into(),
-                "Ana".into(),
-                "C1".into(),
-                "Sale".into(),
-                2,
-            ),
-            (
-                20261001,
-                "a2".into(),
-                "Bo".into(),
-                "C1".into(),
-                "Sale".into(),
-                3,
-            ),
-            (
-                20261002,
-                "a1".into(),
-                "Ana".into(),
-                "C2".into(),
-                "Lost".into(),
-                4,
-            ),
+            row(KIND_AGENT, 20261001, "a1", "Ana", 2),
+            row(KIND_AGENT, 20261001, "a2", "Bo", 3),
+            row(KIND_AGENT, 20261002, "a1", "Ana", 4),
+            row(KIND_AGENT, 20261003, "a3", "Cy", 1),
+            row(KIND_AGENT, 20261003, "a3", "Cy", -1),
+            row(KIND_CODE, 20261001, "C1", "Sale", 5),
+            row(KIND_CODE, 20261002, "C2", "Lost", 4),
         ]);
         assert_eq!(o.total, 9);
         assert_eq!(o.buckets, vec![(20261001, 5), (20261002, 4)]);
+        assert_eq!(o.agents.len(), 2, "a count of 0 is not shown");
         assert_eq!(o.agents[0], ("a1".into(), "Ana".into(), 6));
         assert_eq!(o.codes[0], ("C1".into(), "Sale".into(), 5));
+    }
+
+    #[test]
+    fn a_plan_splits_the_window_into_whole_hours_and_ends() {
+        let p = |a: &str, b: &str| OverviewPlan::of(Window::parse(a, b, 31).unwrap());
+        let whole = p("20261001000000", "20261031235959");
+        assert_eq!(whole.hours, (2026100100, 2026103123));
+        assert_eq!(whole.whole, (20261001000000, 20261031235959));
+        assert!(whole.head.0 > whole.head.1 && whole.tail.0 > whole.tail.1);
+        let cut = p("20261001083015", "20261002101500");
+        assert_eq!(cut.hours, (2026100109, 2026100209));
+        assert_eq!(cut.head, (20261001083015, 20261001089999));
+        assert_eq!(cut.tail, (20261002095960, 20261002101500));
+        let inside = p("20261001081000", "20261001082000");
+        assert!(inside.hours.0 > inside.hours.1);
+        assert_eq!(inside.head, (20261001081000, 20261001082000));
+        let one = p("20261001080000", "20261001085959");
+        assert_eq!(one.hours, (2026100108, 2026100108));
     }
 }

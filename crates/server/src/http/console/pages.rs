@@ -470,14 +470,24 @@ pub async fn interaction(
 }
 
 /// `GET /console/tokens`: the operation's tokens (never secrets) with today's use.
+/// Latest audited requests shown per token on the consumers page.
+const LATEST_REQUESTS: u32 = 10;
+
 pub async fn tokens(State(st): State<AppState>, headers: HeaderMap) -> Page {
     let token = session(&st, &headers).await?;
     let today = WallClock::now_in(token.operation.tz).day();
     let op = token.operation.id;
     let per_license = st.config.limits.daily_per_license;
-    let list = st
+    let (list, latest, mirror) = st
         .store
-        .blocking(move |s| s.console_tokens(op, today))
+        .blocking(move |s| {
+            let list = s.console_tokens(op, today)?;
+            let latest = list
+                .iter()
+                .map(|t| s.latest_audit(t.token.id, LATEST_REQUESTS))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((list, latest, s.mirror(op)?))
+        })
         .await?;
     let day = |d: i64| format!("{:04}-{:02}-{:02}", d / 10_000, d / 100 % 100, d % 100);
     let body = html! {
@@ -498,9 +508,44 @@ pub async fn tokens(State(st): State<AppState>, headers: HeaderMap) -> Page {
             } } }
         } }
         h2 { "Latest requests" }
-        // The request audit is recorded by another part of the server; until the store
-        // holds it, this section says so instead of showing anything made up.
-        p.note #latest-requests { "Not available yet: this server does not record individual requests." }
+        p.note { "The last " (LATEST_REQUESTS) " requests of each token, newest first, from the consumer audit (times in UTC)." }
+        @for (t, records) in list.iter().zip(&latest) {
+            h3 { "Token " (t.token.id) " " bdi { (t.token.description) } }
+            @if records.is_empty() {
+                p.note.requests-none data-token=(t.token.id) { "No request recorded." }
+            } @else {
+                div.scroll { table.requests data-token=(t.token.id) {
+                    thead { tr { th { "At" } th { "Route" } th { "Window" } th.n { "Status" }
+                        th.n { "Rows" } th.n { "Bytes" } th.n { "ms" } } }
+                    tbody { @for r in records { tr {
+                        td { (r.at) }
+                        td { (r.route) @if let Some(api) = &r.api { " " (api) } }
+                        td { @match (&r.date_ini, &r.date_end) {
+                            (Some(a), Some(b)) => { (a) "–" (b) }
+                            _ => { "–" }
+                        } }
+                        td.n { (r.status) }
+                        td.n { (r.rows) }
+                        td.n { (r.bytes) }
+                        td.n { (r.duration_ms) }
+                    } } }
+                } }
+            }
+        }
+        @if let Some(m) = &mirror {
+            h2 { "Mirror" }
+            p.note { "This operation is a mirror of an upstream report (the upstream token is never shown)." }
+            div.scroll { table #mirror {
+                tbody {
+                    tr { th { "State" } td #mirror-state { @if m.halted { "halted: the upstream refused the token" } @else { "running" } } }
+                    tr { th { "Last success" } td #mirror-success { (m.last_success.as_deref().unwrap_or("never")) } }
+                    tr { th { "Checkpoint" } td #mirror-checkpoint { @if let Some(c) = m.checkpoint { (c.display()) } @else { "none yet" } } }
+                    tr { th { "Rows inserted / updated" } td #mirror-rows { (m.rows_inserted) " / " (m.rows_updated) } }
+                    tr { th { "Errors" } td #mirror-errors { (m.errors) } }
+                    tr { th { "Last error" } td #mirror-error { bdi { (m.last_error.as_deref().unwrap_or("–")) } } }
+                }
+            } }
+        }
     };
     Ok(html_response(
         StatusCode::OK,

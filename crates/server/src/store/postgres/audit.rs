@@ -23,6 +23,28 @@ CREATE TABLE audit (
 CREATE INDEX audit_at ON audit(at);
 ";
 
+/// The console's latest requests of a token (`Store::latest_audit`) read this index.
+pub(super) const AUDIT_TOKEN_MIGRATION: &str = "CREATE INDEX audit_token ON audit(token_id, at);";
+
+const COLUMNS: &str = "at, token_id, operation, route, api, date_ini, date_end, status, rows,
+                    bytes, duration_ms";
+
+fn record(r: &postgres::Row) -> StoreResult<AuditRecord> {
+    Ok(AuditRecord {
+        at: r.try_get(0)?,
+        token_id: r.try_get(1)?,
+        operation: r.try_get(2)?,
+        route: r.try_get(3)?,
+        api: r.try_get(4)?,
+        date_ini: r.try_get(5)?,
+        date_end: r.try_get(6)?,
+        status: r.try_get::<_, i32>(7)?.clamp(0, 999) as u16,
+        rows: r.try_get::<_, i64>(8)?.max(0) as u64,
+        bytes: r.try_get::<_, i64>(9)?.max(0) as u64,
+        duration_ms: r.try_get::<_, i64>(10)?.max(0) as u64,
+    })
+}
+
 impl PgStore {
     pub(crate) fn insert_audit(&self, records: &[AuditRecord]) -> StoreResult<()> {
         let mut conn = self.conn()?;
@@ -63,30 +85,26 @@ impl PgStore {
     pub(crate) fn list_audit(&self, f: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
         let mut conn = self.conn()?;
         let rows = conn.client().query(
-            "SELECT at, token_id, operation, route, api, date_ini, date_end, status, rows,
-                    bytes, duration_ms
-               FROM audit
-              WHERE ($1::text IS NULL OR operation = $1) AND ($2::int8 IS NULL OR token_id = $2)
-                AND ($3::text IS NULL OR at >= $3)
-              ORDER BY at, id",
+            &format!(
+                "SELECT {COLUMNS} FROM audit
+                  WHERE ($1::text IS NULL OR operation = $1) AND ($2::int8 IS NULL OR token_id = $2)
+                    AND ($3::text IS NULL OR at >= $3)
+                  ORDER BY at, id"
+            ),
             &[&f.operation, &f.token_id, &f.since],
         )?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    at: r.try_get(0)?,
-                    token_id: r.try_get(1)?,
-                    operation: r.try_get(2)?,
-                    route: r.try_get(3)?,
-                    api: r.try_get(4)?,
-                    date_ini: r.try_get(5)?,
-                    date_end: r.try_get(6)?,
-                    status: r.try_get::<_, i32>(7)?.clamp(0, 999) as u16,
-                    rows: r.try_get::<_, i64>(8)?.max(0) as u64,
-                    bytes: r.try_get::<_, i64>(9)?.max(0) as u64,
-                    duration_ms: r.try_get::<_, i64>(10)?.max(0) as u64,
-                })
-            })
-            .collect()
+        rows.iter().map(record).collect()
+    }
+
+    pub(crate) fn latest_audit(&self, token_id: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        let mut conn = self.conn()?;
+        let rows = conn.client().query(
+            &format!(
+                "SELECT {COLUMNS} FROM audit WHERE token_id = $1
+                  ORDER BY at DESC, id DESC LIMIT $2"
+            ),
+            &[&token_id, &i64::from(limit)],
+        )?;
+        rows.iter().map(record).collect()
     }
 }

@@ -118,6 +118,8 @@ CREATE FUNCTION voxtrail_search(j BYTEA) RETURNS tsvector
         coalesce(voxtrail_doc(j)->>'subject', '') || ' ' || coalesce(voxtrail_doc(j)->>'body', ''),
         100000)) $$;
 "#,
+    super::console::INDEX_MIGRATION,
+    super::audit::AUDIT_TOKEN_MIGRATION,
 ];
 
 fn apply_migrations(c: &mut Client) -> StoreResult<i64> {

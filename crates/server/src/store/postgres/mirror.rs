@@ -182,6 +182,13 @@ impl PgStore {
             super::feed::lock_feed(&mut tx, operation_id)?;
             let params: [&(dyn postgres::types::ToSql + Sync); 5] =
                 [&operation_id, &conn_ids, &ts, &lens, &jsons];
+            // The console's counts of the rows about to change (`console.rs`), its state row
+            // held so the indexer cannot count them meanwhile.
+            let indexed = super::console::lock_index_state(&mut tx, operation_id)?;
+            tx.execute(
+                super::console::UNCOUNT_REPLACED,
+                &[&operation_id, &conn_ids, &ts, &lens, &jsons, &indexed],
+            )?;
             let inserted = tx.execute(INSERT_NEW, &params)?;
             let updated = tx.execute(REPLACE_CHANGED, &params)?;
             let n = tx.execute(

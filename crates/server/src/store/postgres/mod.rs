@@ -81,6 +81,8 @@ struct Inner {
     streaming: report::Shares,
     /// For the dedicated connection of each mirror lease (`mirror.rs`), outside the pools.
     mirror_config: tokio_postgres::Config,
+    /// Rows the console's indexer took since it last analysed its tables (`console.rs`).
+    console_unanalyzed: std::sync::atomic::AtomicU64,
 }
 
 /// Splits voxtrail's own `pool_size=N` parameter off a URL; the rest goes to the driver.
@@ -157,6 +159,7 @@ impl PgStore {
                 keepers: Keepers::new(lock_config, KEEPERS.min(size)),
                 streaming: report::Shares::new(report_share(size)),
                 mirror_config: async_config.clone(),
+                console_unanalyzed: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         store.migrate()?;

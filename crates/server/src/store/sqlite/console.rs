@@ -16,12 +16,78 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::SqliteStore;
 use super::admin::{TOKEN_SELECT, token_from_row};
 use crate::domain::{Token, Window};
-use crate::store::console::{Bucket, ListQuery, OverviewRow, StoredRow};
+use crate::store::console::{Bucket, ListQuery, OverviewPlan, OverviewRow, StoredRow};
 use crate::store::{StoreError, StoreResult};
 
 /// `json_extract` of one field of the stored object.
 fn field(name: &str) -> String {
-    format!("COALESCE(json_extract(CAST(json AS TEXT), '$.{name}'), '')")
+    field_of("json", name)
+}
+
+/// `json_extract` of one field of the object in the SQL expression `json`.
+fn field_of(json: &str, name: &str) -> String {
+    format!("COALESCE(json_extract(CAST({json} AS TEXT), '$.{name}'), '')")
+}
+
+/// The overview's counts (`store/console.rs`, `OverviewPlan`): per operation, local hour
+/// (`local_ts / 10000`), kind (0: agent id and name, 1: `cod_act` and its description), the
+/// number of rows with `seq <= console_counts_state.counted_upto`. Filled by the indexer
+/// ([`SqliteStore::count_batch`]); a mirror that replaces a counted row moves its count in the
+/// same transaction ([`adjust_counts`]). Starts empty with the watermark at 0: a database made
+/// before it is counted by the server's indexer, the overview scanning what is not counted yet.
+pub(super) const COUNTS_MIGRATION: &str = "
+CREATE TABLE console_counts (
+    operation_id INTEGER NOT NULL,
+    hour         INTEGER NOT NULL,
+    kind         INTEGER NOT NULL,
+    key          TEXT NOT NULL,
+    label        TEXT NOT NULL,
+    n            INTEGER NOT NULL,
+    PRIMARY KEY (operation_id, hour, kind, key, label)
+) WITHOUT ROWID;
+CREATE TABLE console_counts_state (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    counted_upto INTEGER NOT NULL
+);
+INSERT INTO console_counts_state(id, counted_upto) VALUES (1, 0);
+";
+
+/// The (kind, key, label) pairs of the object in the SQL expression `json`: one `SELECT` per
+/// kind, joined by `UNION ALL`, each prefixed by `cols` (other selected columns) and followed
+/// by `rest` (its FROM and WHERE).
+fn kinds_of(json: &str, cols: &str, rest: &str) -> String {
+    format!(
+        "SELECT {cols} 0 AS kind, {} AS key, {} AS label {rest}
+         UNION ALL
+         SELECT {cols} 1, {}, {} {rest}",
+        field_of(json, "agent_id"),
+        field_of(json, "agent_name"),
+        field_of(json, "cod_act"),
+        field_of(json, "description_cod_act"),
+    )
+}
+
+/// Moves the overview's counts of one replaced row (`mirror.rs`, in its write transaction):
+/// `delta` (-1 for the old object, +1 for the new one) at `local_ts`, when the row is counted
+/// already (`seq <= counted_upto`; a row above the watermark is counted by the indexer later).
+pub(super) fn adjust_counts(
+    tx: &Connection,
+    operation_id: i64,
+    seq: i64,
+    local_ts: i64,
+    json: &[u8],
+    delta: i64,
+) -> rusqlite::Result<()> {
+    let sql = format!(
+        "INSERT INTO console_counts(operation_id, hour, kind, key, label, n)
+         SELECT ?1, ?2 / 10000, kind, key, label, ?4 FROM ({})
+          WHERE ?5 <= (SELECT counted_upto FROM console_counts_state WHERE id = 1)
+         ON CONFLICT(operation_id, hour, kind, key, label) DO UPDATE SET n = n + excluded.n",
+        kinds_of("?3", "", "")
+    );
+    tx.prepare_cached(&sql)?
+        .execute(params![operation_id, local_ts, json, delta, seq])?;
+    Ok(())
 }
 
 /// The subject or the body of the stored object as FTS5 indexes it (the `interactions_text`
@@ -141,36 +207,103 @@ impl SqliteStore {
         window: Window,
         bucket: Bucket,
     ) -> StoreResult<Vec<OverviewRow>> {
-        let r = self.reader()?;
+        let plan = OverviewPlan::of(window);
+        // One statement, one snapshot: the counted whole hours, and the rows the counts do not
+        // hold (the partial hours at both ends; the whole hours' rows above the watermark,
+        // found by the rowid range — the `+` keep the planner on it, it is short).
         let sql = format!(
-            "SELECT local_ts / ?4, {}, {}, {}, {}, COUNT(*) FROM interactions
-              WHERE operation_id = ?1 AND local_ts BETWEEN ?2 AND ?3
-              GROUP BY 1, 2, 3, 4, 5",
-            field("agent_id"),
-            field("agent_name"),
-            field("cod_act"),
-            field("description_cod_act"),
+            "WITH raw(local_ts, json) AS (
+                 SELECT local_ts, json FROM interactions
+                  WHERE operation_id = ?1 AND local_ts BETWEEN ?2 AND ?3
+                 UNION ALL
+                 SELECT local_ts, json FROM interactions
+                  WHERE operation_id = ?1 AND local_ts BETWEEN ?4 AND ?5
+                 UNION ALL
+                 SELECT local_ts, json FROM interactions
+                  WHERE seq > (SELECT counted_upto FROM console_counts_state WHERE id = 1)
+                    AND +operation_id = ?1 AND +local_ts BETWEEN ?6 AND ?7
+             )
+             SELECT kind, hour / ?8, key, label, SUM(n) FROM console_counts
+              WHERE operation_id = ?1 AND hour BETWEEN ?9 AND ?10
+              GROUP BY 1, 2, 3, 4
+             UNION ALL
+             SELECT kind, b, key, label, COUNT(*) FROM ({})
+              GROUP BY 1, 2, 3, 4",
+            kinds_of("json", "local_ts / ?11 AS b,", "FROM raw")
         );
+        let r = self.reader()?;
         let mut st = r.prepare_cached(&sql)?;
         let rows = st.query_map(
             params![
                 operation_id,
-                window.ini().as_i64(),
-                window.end().as_i64(),
-                bucket.divisor()
+                plan.head.0,
+                plan.head.1,
+                plan.tail.0,
+                plan.tail.1,
+                plan.whole.0,
+                plan.whole.1,
+                bucket.hour_divisor(),
+                plan.hours.0,
+                plan.hours.1,
+                bucket.divisor(),
             ],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            },
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Counts for the overview the next rows above the counts' watermark, at most `max_rows`,
+    /// and advances the watermark, in one write transaction. Returns the rows counted (0:
+    /// caught up).
+    pub fn count_batch(&self, max_rows: i64) -> StoreResult<u64> {
+        let mut w = self.writer();
+        let tx = w
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(StoreError::from_sqlite)?;
+        let from: i64 = tx.query_row(
+            "SELECT counted_upto FROM console_counts_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?;
+        let (upto, n): (Option<i64>, i64) = tx.query_row(
+            "SELECT MAX(seq), COUNT(*) FROM
+                 (SELECT seq FROM interactions WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
+            params![from, max_rows.max(1)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let Some(upto) = upto else {
+            return Ok(0);
+        };
+        let sql = format!(
+            "INSERT INTO console_counts(operation_id, hour, kind, key, label, n)
+             SELECT operation_id, hour, kind, key, label, COUNT(*) FROM ({}) WHERE true
+              GROUP BY 1, 2, 3, 4, 5
+             ON CONFLICT(operation_id, hour, kind, key, label) DO UPDATE SET n = n + excluded.n",
+            kinds_of(
+                "json",
+                "operation_id, local_ts / 10000 AS hour,",
+                "FROM interactions WHERE seq > ?1 AND seq <= ?2"
+            )
+        );
+        tx.execute(&sql, params![from, upto])
+            .map_err(StoreError::from_sqlite)?;
+        tx.execute(
+            "UPDATE console_counts_state SET counted_upto = ?1 WHERE id = 1",
+            [upto],
+        )
+        .map_err(StoreError::from_sqlite)?;
+        tx.commit().map_err(StoreError::from_sqlite)?;
+        Ok(n as u64)
+    }
+
+    /// The overview counts' watermark: every row with `seq` up to it is counted.
+    pub fn counted_upto(&self) -> StoreResult<i64> {
+        let r = self.reader()?;
+        Ok(r.query_row(
+            "SELECT counted_upto FROM console_counts_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     pub fn console_list(&self, q: &ListQuery) -> StoreResult<Vec<StoredRow>> {

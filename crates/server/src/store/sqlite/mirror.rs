@@ -131,7 +131,7 @@ impl SqliteStore {
         let mut out = MirrorOutcome::default();
         {
             let mut find = tx.prepare_cached(
-                "SELECT seq, json FROM interactions WHERE operation_id = ?1 AND conn_id = ?2",
+                "SELECT seq, json, local_ts FROM interactions WHERE operation_id = ?1 AND conn_id = ?2",
             )?;
             // New and replaced rows carry their SHA-256 (`store/digest.rs`) and take the next
             // feed position of the operation (`sqlite/feed.rs`): one writer, so in commit order.
@@ -166,12 +166,16 @@ impl SqliteStore {
             for r in rows {
                 let found = find
                     .query_row(params![operation_id, r.conn_id], |row| {
-                        Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, Vec<u8>>(1)?,
+                            row.get::<_, i64>(2)?,
+                        ))
                     })
                     .optional()?
-                    .map(|(seq, old)| {
+                    .map(|(seq, old, old_ts)| {
                         let same = old == r.json;
-                        (seq, same, old)
+                        (seq, same, old, old_ts)
                     });
                 let len = r.json.len() as i64;
                 match found {
@@ -188,11 +192,14 @@ impl SqliteStore {
                             .map_err(StoreError::from_sqlite)?;
                         out.inserted += 1;
                     }
-                    Some((seq, false, old)) => {
+                    Some((seq, false, old, old_ts)) => {
                         // A row the console's word search already indexed leaves the index
-                        // with its old words and comes back with its new ones (`console.rs`).
+                        // with its old words and comes back with its new ones; a row the
+                        // overview counted moves its counts (`console.rs`).
                         unindex
                             .execute(params![seq, old])
+                            .map_err(StoreError::from_sqlite)?;
+                        super::console::adjust_counts(&tx, operation_id, seq, old_ts, &old, -1)
                             .map_err(StoreError::from_sqlite)?;
                         replace
                             .execute(params![
@@ -207,9 +214,18 @@ impl SqliteStore {
                         reindex
                             .execute(params![seq])
                             .map_err(StoreError::from_sqlite)?;
+                        super::console::adjust_counts(
+                            &tx,
+                            operation_id,
+                            seq,
+                            r.date.as_i64(),
+                            &r.json,
+                            1,
+                        )
+                        .map_err(StoreError::from_sqlite)?;
                         out.updated += 1;
                     }
-                    Some((_, true, _)) => out.unchanged += 1,
+                    Some((_, true, _, _)) => out.unchanged += 1,
                 }
             }
         }

@@ -166,6 +166,8 @@ INSERT INTO console_fts_state(id, indexed_upto)
 "#,
     // One covering window index carrying `row_hash` instead of two (`digest.rs`).
     digest::WINDOW_HASH_MIGRATION,
+    console::COUNTS_MIGRATION,
+    audit::AUDIT_TOKEN_MIGRATION,
 ];
 
 /// The SQLite store. Cheap to clone.
