@@ -315,7 +315,13 @@ impl Destination for StoreDestination {
                         Ok(recs) => recs,
                         Err(e) => return Ok(Err(e)),
                     };
-                    drop(rows);
+                    // Freeing a large window's parsed rows (a few allocations per field) is
+                    // left to another thread: the write is what the next window waits for.
+                    if rows.len() >= 1_000 {
+                        std::thread::spawn(move || drop(rows));
+                    } else {
+                        drop(rows);
+                    }
                     s.mirror_commit(id, &recs, cp).map(Ok)
                 })
                 .await??;
