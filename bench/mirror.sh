@@ -13,13 +13,17 @@
 #    catch-up of a mirror that `serve` itself runs. Target: answers/s during >= 0.8x the mean
 #    of before and after.
 #
-# Environment: VOXTRAIL_BIN, LOADGEN_BIN (else built, release), ROWS (200000), WINDOW (mirror
-# --window, 1d), POLL_ROWS (100000), CONNS (32), DURATION (4), SKIP_PG, PG_ADMIN_URL
-# (postgres://postgres@127.0.0.1:5432/postgres).
+# Figures 1 and 2 are the best of REPS alternating rounds, each into fresh databases; with
+# VOXTRAIL_BIN_BEFORE (a build of an earlier commit) its mirror runs in the same rounds too.
+#
+# Environment: VOXTRAIL_BIN, LOADGEN_BIN (else built, release), VOXTRAIL_BIN_BEFORE, ROWS
+# (200000), REPS (3), WINDOW (mirror --window, 1d), POLL_ROWS (100000), CONNS (32), DURATION (4),
+# SKIP_PG, PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 ROWS=${ROWS:-200000}
+REPS=${REPS:-3}
 WINDOW=${WINDOW:-1d}
 POLL_ROWS=${POLL_ROWS:-100000}
 CONNS=${CONNS:-32}
@@ -58,59 +62,99 @@ UPSTREAM="http://127.0.0.1:$FAKE_PORT"
 now_s() { printf '%s\n' "$EPOCHREALTIME"; }
 rate() { python3 -c 'import sys; n, a, b = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]); print(f"{n / (b - a):.0f} {b - a:.2f}")' "$@"; }
 
-# mirror_vs_import NAME MIRROR_DB_URL IMPORT_DB_URL COUNT_CMD...: times `mirror run --once` and
-# `import` of the same rows, checks both hold ROWS rows, appends the figures.
-mirror_vs_import() {
-    local name=$1 down=$2 imp=$3 t0 t1 t2 t3 m i n
-    shift 3
-    "$VOXTRAIL" --database "$down" mirror set --operation copy --url "$UPSTREAM" \
-        --since "$SINCE" --window "$WINDOW" --timezone UTC --token-file "$DIR/token" 2>/dev/null
-    sync
+# One timed command; prints its seconds.
+timed() {
+    local t0 t1
     t0=$(now_s)
-    "$VOXTRAIL" --database "$down" mirror run --operation copy --once 2>"$DIR/$name-mirror.log"
+    "$@"
     t1=$(now_s)
-    n=$("$@" "$down")
-    [ "$n" = "$ROWS" ] || { log "$name: the mirror holds $n rows, not $ROWS"; exit 1; }
-    "$VOXTRAIL" --database "$imp" operation create copy --timezone UTC >/dev/null
-    sync
-    t2=$(now_s)
-    "$VOXTRAIL" --database "$imp" import --operation copy "$DIR/rows.ndjson" 2>"$DIR/$name-import.log"
-    t3=$(now_s)
-    n=$("$@" "$imp")
-    [ "$n" = "$ROWS" ] || { log "$name: import stored $n rows, not $ROWS"; exit 1; }
-    read -r m mt < <(rate "$ROWS" "$t0" "$t1")
-    read -r i it < <(rate "$ROWS" "$t2" "$t3")
-    {
-        printf '%s mirror run --once: %s rows in %s s = %s rows/s (--window %s)\n' "$name" "$ROWS" "$mt" "$m" "$WINDOW"
-        printf '%s import (NDJSON):   %s rows in %s s = %s rows/s\n' "$name" "$ROWS" "$it" "$i"
-        python3 -c 'import sys; print(f"{sys.argv[1]} mirror / import:   {int(sys.argv[2]) / int(sys.argv[3]):.2f}")' "$name" "$m" "$i"
-    } | tee -a "$DIR/results.txt"
+    python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.3f}")' "$t0" "$t1"
+}
+
+# mirror_vs_import NAME FRESH COUNT: REPS rounds, alternating, each into fresh databases
+# (FRESH KIND prints the URL of a new empty database): `mirror run --once` (and, with
+# VOXTRAIL_BIN_BEFORE, the same with that binary), then `import` of the same rows; checks every
+# copy holds ROWS rows; appends the best rows/s of each and their ratios to the results.
+mirror_vs_import() {
+    local name=$1 fresh=$2 count=$3 rep bin label url secs n
+    local -A best=()
+    local labels=(mirror)
+    [ -n "${VOXTRAIL_BIN_BEFORE:-}" ] && labels+=(mirror_before)
+    for rep in $(seq 1 "$REPS"); do
+        for label in "${labels[@]}" import; do
+            bin=$VOXTRAIL
+            [ "$label" = mirror_before ] && bin=$VOXTRAIL_BIN_BEFORE
+            url=$("$fresh" "$label")
+            if [ "$label" = import ]; then
+                "$VOXTRAIL" --database "$url" operation create copy --timezone UTC >/dev/null
+                secs=$(timed "$bin" --database "$url" import --operation copy "$DIR/rows.ndjson" \
+                    2>>"$DIR/$name-import.log")
+            else
+                "$bin" --database "$url" mirror set --operation copy --url "$UPSTREAM" \
+                    --since "$SINCE" --window "$WINDOW" --timezone UTC --token-file "$DIR/token" 2>/dev/null
+                secs=$(timed "$bin" --database "$url" mirror run --operation copy --once \
+                    2>>"$DIR/$name-$label.log")
+            fi
+            n=$("$count" "$url")
+            [ "$n" = "$ROWS" ] || { log "$name $label: $n rows, not $ROWS"; exit 1; }
+            log "$name $label round $rep: $secs s"
+            printf '%s %s %s\n' "$name" "$label" "$secs" >>"$DIR/times.txt"
+            if [ -z "${best[$label]:-}" ] || python3 -c 'import sys; sys.exit(float(sys.argv[1]) >= float(sys.argv[2]))' "$secs" "${best[$label]}"; then
+                best[$label]=$secs
+            fi
+        done
+    done
+    python3 - "$name" "$ROWS" "$WINDOW" "$REPS" "${best[mirror]}" "${best[import]}" "${best[mirror_before]:-}" \
+        <<'PY' | tee -a "$DIR/results.txt"
+import sys
+name, rows, window, reps = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+m, i = float(sys.argv[5]), float(sys.argv[6])
+print(f"{name}: mirror run --once (--window {window}) {rows / m:,.0f} rows/s ({m:.2f} s), "
+      f"import {rows / i:,.0f} rows/s ({i:.2f} s); mirror / import = {i / m:.2f} (best of {reps})")
+if sys.argv[7]:
+    b = float(sys.argv[7])
+    print(f"{name}: the same mirror with VOXTRAIL_BIN_BEFORE: {rows / b:,.0f} rows/s ({b:.2f} s); "
+          f"after / before = {b / m:.2f}; before / import = {i / b:.2f}")
+PY
 }
 
 sqlite_count() { sqlite3 "${1#sqlite://}" 'SELECT COUNT(*) FROM interactions'; }
 pg_count() { psql -qtA "$1" -c 'SELECT COUNT(*) FROM interactions'; }
+sqlite_fresh() {
+    rm -f "$DIR/$1.db" "$DIR/$1.db-wal" "$DIR/$1.db-shm"
+    printf 'sqlite://%s\n' "$DIR/$1.db"
+}
 
 # --- 1. SQLite ----------------------------------------------------------------------------
 log "SQLite: mirror vs import"
-mirror_vs_import sqlite "sqlite://$DIR/mirror.db" "sqlite://$DIR/import.db" sqlite_count
-rm -f "$DIR"/mirror.db* "$DIR"/import.db*
+mirror_vs_import sqlite sqlite_fresh sqlite_count
+rm -f "$DIR"/mirror*.db* "$DIR"/import.db*
 
 # --- 2. PostgreSQL ------------------------------------------------------------------------
 if [ -z "${SKIP_PG:-}" ]; then
     command -v psql >/dev/null || { log "psql is required (or SKIP_PG=1)"; exit 1; }
-    SUFFIX="$$_$(date +%s)"
-    PG_MIRROR="mirror_bench_m_$SUFFIX"
-    PG_IMPORT="mirror_bench_i_$SUFFIX"
-    pg_url() { printf '%s/%s\n' "${PG_ADMIN_URL%/*}" "$1"; }
+    # The databases created, one name a line (pg_fresh runs in a subshell: a file, not a
+    # variable).
+    PG_DBS="$DIR/pg_databases"
+    : >"$PG_DBS"
     pg_drop() {
-        psql -qtA "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $PG_MIRROR WITH (FORCE)" >/dev/null 2>&1 || true
-        psql -qtA "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $PG_IMPORT WITH (FORCE)" >/dev/null 2>&1 || true
+        local db
+        while read -r db; do
+            psql -qtA "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+        done <"$PG_DBS"
+        : >"$PG_DBS"
     }
     trap 'pg_drop; bench_cleanup' EXIT
-    psql -qtA "$PG_ADMIN_URL" -c "CREATE DATABASE $PG_MIRROR" >/dev/null
-    psql -qtA "$PG_ADMIN_URL" -c "CREATE DATABASE $PG_IMPORT" >/dev/null
+    # A new uniquely named database per copy (the previous one of the same kind dropped).
+    pg_fresh() {
+        local db="mirror_bench_${1}_$$_$(date +%s%N)"
+        pg_drop
+        psql -qtA "$PG_ADMIN_URL" -c "CREATE DATABASE $db" >/dev/null
+        printf '%s\n' "$db" >>"$PG_DBS"
+        printf '%s/%s\n' "${PG_ADMIN_URL%/*}" "$db"
+    }
     log "PostgreSQL: mirror vs import"
-    mirror_vs_import postgres "$(pg_url "$PG_MIRROR")" "$(pg_url "$PG_IMPORT")" pg_count
+    mirror_vs_import postgres pg_fresh pg_count
     pg_drop
 fi
 
