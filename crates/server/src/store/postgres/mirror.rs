@@ -1,6 +1,6 @@
 //! PostgreSQL mirrors: definitions and state in `mirrors`; a mirror commit is one transaction:
-//! the feed lock, one prepared upsert of the whole window as arrays ([`UPSERT`]: new conn_ids
-//! inserted, changed ones replaced in place), and the checkpoint.
+//! the feed lock, the window's rows as arrays through one prepared upsert per 1,000 rows
+//! ([`UPSERT`]: new conn_ids inserted, changed ones replaced in place), and the checkpoint.
 //!
 //! A running mirror holds a lease: a session advisory lock (one-bigint key space,
 //! [`MIRROR_LOCK_BASE`] + operation id) taken with `pg_try_advisory_lock` on a dedicated
@@ -18,7 +18,7 @@ const SELECT: &str = "SELECT m.operation_id, o.name, m.url, m.token, m.since, m.
         m.rows_updated, m.errors, m.last_error, m.halted, m.generation
    FROM mirrors m JOIN operations o ON o.id = m.operation_id ORDER BY o.name COLLATE \"C\"";
 
-/// A window's rows in one statement: a new conn_id is inserted (rows take `seq` in the
+/// Up to [`UPSERT_CHUNK`] rows of a window in one statement: a new conn_id is inserted (rows take `seq` in the
 /// window's order); a known one whose JSON differs is replaced in place — it keeps `seq`, so it
 /// keeps its place among the rows of its second, and takes a new feed position (the
 /// transaction holds the operation's feed lock, `feed.rs`); `row_hash` is a generated column
@@ -39,6 +39,9 @@ WITH up AS (
     RETURNING xmax = 0 AS inserted
 )
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up";
+
+/// Rows per upsert statement: ~2 MB of 2 KB rows, within PostgreSQL's default `work_mem` (4 MB).
+const UPSERT_CHUNK: usize = 1_000;
 
 /// Moves the checkpoint (never backwards) and counts the window's outcome.
 const ADVANCE: &str = "UPDATE mirrors SET checkpoint = GREATEST(COALESCE(checkpoint, 0), $2),
@@ -176,14 +179,6 @@ impl PgStore {
         rows: &[&Interaction],
         checkpoint: WallClock,
     ) -> StoreResult<MirrorOutcome> {
-        let conn_ids: Vec<&[u8]> = rows.iter().map(|r| r.conn_id.as_bytes()).collect();
-        let ts: Vec<i64> = rows.iter().map(|r| r.date.as_i64()).collect();
-        let lens = rows
-            .iter()
-            .map(|r| i32::try_from(r.json.len()))
-            .collect::<Result<Vec<i32>, _>>()
-            .map_err(|_| StoreError::Corrupt("record larger than 2 GiB".into()))?;
-        let jsons: Vec<&[u8]> = rows.iter().map(|r| r.json.as_slice()).collect();
         let mut conn = self.conn()?;
         let result = (|| -> StoreResult<MirrorOutcome> {
             let upsert = conn.prepared(UPSERT)?;
@@ -191,9 +186,23 @@ impl PgStore {
             let mut tx = conn.client().transaction()?;
             // Feed positions of this window's rows commit in the order they are drawn.
             super::feed::lock_feed(&mut tx, operation_id)?;
-            let counts = tx.query_one(&upsert, &[&operation_id, &conn_ids, &ts, &lens, &jsons])?;
-            let inserted = counts.try_get::<_, i64>(0)?.max(0) as u64;
-            let updated = counts.try_get::<_, i64>(1)?.max(0) as u64;
+            let (mut inserted, mut updated) = (0u64, 0u64);
+            // In chunks, in order: each statement's rows sort in memory (`ORDER BY ord` over a
+            // whole 60,000-row window would spill to disk past `work_mem`).
+            for chunk in rows.chunks(UPSERT_CHUNK) {
+                let conn_ids: Vec<&[u8]> = chunk.iter().map(|r| r.conn_id.as_bytes()).collect();
+                let ts: Vec<i64> = chunk.iter().map(|r| r.date.as_i64()).collect();
+                let lens = chunk
+                    .iter()
+                    .map(|r| i32::try_from(r.json.len()))
+                    .collect::<Result<Vec<i32>, _>>()
+                    .map_err(|_| StoreError::Corrupt("record larger than 2 GiB".into()))?;
+                let jsons: Vec<&[u8]> = chunk.iter().map(|r| r.json.as_slice()).collect();
+                let counts =
+                    tx.query_one(&upsert, &[&operation_id, &conn_ids, &ts, &lens, &jsons])?;
+                inserted += counts.try_get::<_, i64>(0)?.max(0) as u64;
+                updated += counts.try_get::<_, i64>(1)?.max(0) as u64;
+            }
             let n = tx.execute(
                 &advance,
                 &[
