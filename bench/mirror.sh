@@ -18,7 +18,7 @@
 #
 # Environment: VOXTRAIL_BIN, LOADGEN_BIN (else built, release), VOXTRAIL_BIN_BEFORE, ROWS
 # (200000), REPS (3), WINDOW (mirror --window, 1d), POLL_ROWS (100000), CONNS (32), DURATION (4),
-# POLL_REPS (3), SKIP_PG, PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres).
+# POLL_REPS (3), SKIP_PG, ONLY_POLLS (figure 3 alone), PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -127,12 +127,14 @@ sqlite_fresh() {
 }
 
 # --- 1. SQLite ----------------------------------------------------------------------------
-log "SQLite: mirror vs import"
-mirror_vs_import sqlite sqlite_fresh sqlite_count
-rm -f "$DIR"/mirror*.db* "$DIR"/import.db*
+if [ -z "${ONLY_POLLS:-}" ]; then
+    log "SQLite: mirror vs import"
+    mirror_vs_import sqlite sqlite_fresh sqlite_count
+    rm -f "$DIR"/mirror*.db* "$DIR"/import.db*
+fi
 
 # --- 2. PostgreSQL ------------------------------------------------------------------------
-if [ -z "${SKIP_PG:-}" ]; then
+if [ -z "${SKIP_PG:-}" ] && [ -z "${ONLY_POLLS:-}" ]; then
     command -v psql >/dev/null || { log "psql is required (or SKIP_PG=1)"; exit 1; }
     # The databases created, one name a line (pg_fresh runs in a subshell: a file, not a
     # variable).

@@ -521,11 +521,14 @@ impl Supervisor {
     }
 }
 
-/// The nice value of the mirrors' threads in `serve` (Linux): when reports and a catch-up
-/// want the same cores, the scheduler gives the catch-up about a tenth of the share a report
-/// thread gets (weights 110 vs 1024), so polls keep their pace and the mirror takes what is
-/// left (bench/mirror.sh). Lowering a thread's priority needs no privilege.
-pub const MIRROR_NICE: i32 = 10;
+/// The nice value of the mirrors' threads in `serve` (Linux): the lowest priority. When
+/// reports and a catch-up want the same cores, the scheduler gives a catch-up thread a weight of
+/// 15 against a report thread's 1024, so polls keep their pace and the mirror takes the idle
+/// time (bench/mirror.sh: with nice 10 polls lost more, with 0 far more). The price: a window's
+/// commit holds the SQLite write connection at that priority, so on cores saturated by reports
+/// an ingestion into another operation can wait for it longer. Lowering a thread's priority
+/// needs no privilege.
+pub const MIRROR_NICE: i32 = 19;
 
 /// Name of the mirrors' threads in `serve` (visible in `top -H`, `/proc/PID/task/*/comm`).
 pub const MIRROR_THREAD: &str = "voxtrail-mirror";

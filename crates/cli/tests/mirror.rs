@@ -366,7 +366,7 @@ async fn serve_runs_mirrors_picks_up_changes_and_halts_on_a_refused_token() {
             .map(|(_, nice)| *nice)
             .collect();
         assert!(!mirror.is_empty(), "no mirror thread: {threads:?}");
-        assert!(mirror.iter().all(|n| *n == 10), "{threads:?}");
+        assert!(mirror.iter().all(|n| *n == 19), "{threads:?}");
         assert!(
             threads
                 .iter()
