@@ -106,12 +106,20 @@ mirror_vs_import() {
         done
     done
     python3 - "$name" "$ROWS" "$WINDOW" "$REPS" "${best[mirror]}" "${best[import]}" "${best[mirror_before]:-}" \
-        <<'PY' | tee -a "$DIR/results.txt"
-import sys
+        "$DIR/times.txt" <<'PY' | tee -a "$DIR/results.txt"
+import statistics, sys
 name, rows, window, reps = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 m, i = float(sys.argv[5]), float(sys.argv[6])
 print(f"{name}: mirror run --once (--window {window}) {rows / m:,.0f} rows/s ({m:.2f} s), "
       f"import {rows / i:,.0f} rows/s ({i:.2f} s); mirror / import = {i / m:.2f} (best of {reps})")
+times = {}
+for line in open(sys.argv[8]):
+    n, label, secs = line.split()
+    if n == name:
+        times.setdefault(label, []).append(float(secs))
+pairs = [imp / mir for mir, imp in zip(times["mirror"], times["import"])]
+print(f"{name}: mirror / import round by round: {', '.join(f'{x:.2f}' for x in pairs)}; "
+      f"median {statistics.median(pairs):.2f}")
 if sys.argv[7]:
     b = float(sys.argv[7])
     print(f"{name}: the same mirror with VOXTRAIL_BIN_BEFORE: {rows / b:,.0f} rows/s ({b:.2f} s); "
