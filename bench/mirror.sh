@@ -18,7 +18,7 @@
 #
 # Environment: VOXTRAIL_BIN, LOADGEN_BIN (else built, release), VOXTRAIL_BIN_BEFORE, ROWS
 # (200000), REPS (3), WINDOW (mirror --window, 1d), POLL_ROWS (100000), CONNS (32), DURATION (4),
-# POLL_REPS (3), SKIP_PG, ONLY_POLLS (figure 3 alone), PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres).
+# POLL_REPS (3), SKIP_PG, ONLY_POLLS (figure 3 alone), ONLY_PG (figure 2 alone), PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -135,7 +135,7 @@ sqlite_fresh() {
 }
 
 # --- 1. SQLite ----------------------------------------------------------------------------
-if [ -z "${ONLY_POLLS:-}" ]; then
+if [ -z "${ONLY_POLLS:-}" ] && [ -z "${ONLY_PG:-}" ]; then
     log "SQLite: mirror vs import"
     mirror_vs_import sqlite sqlite_fresh sqlite_count
     rm -f "$DIR"/mirror*.db* "$DIR"/import.db*
@@ -170,6 +170,10 @@ if [ -z "${SKIP_PG:-}" ] && [ -z "${ONLY_POLLS:-}" ]; then
 fi
 
 # --- 3. Another operation's polls during a catch-up inside `serve` -------------------------
+if [ -n "${ONLY_PG:-}" ]; then
+    stop_bg "$FAKE_PID"
+    exit 0
+fi
 log "$(date +%T) polls of another operation before, during and after a catch-up run by serve"
 SERVED="$DIR/served.db"
 "$VOXTRAIL" --database "sqlite://$SERVED" operation create polled --timezone UTC >/dev/null
