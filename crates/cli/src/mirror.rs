@@ -317,8 +317,9 @@ impl Destination for StoreDestination {
                     };
                     // Freeing a large window's parsed rows (a few allocations per field) is
                     // left to another thread: the write is what the next window waits for.
+                    // (Should no thread be available, the refused closure frees them here.)
                     if rows.len() >= 1_000 {
-                        std::thread::spawn(move || drop(rows));
+                        let _ = std::thread::Builder::new().spawn(move || drop(rows));
                     } else {
                         drop(rows);
                     }
