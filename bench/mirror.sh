@@ -172,6 +172,7 @@ fi
 # --- 3. Another operation's polls during a catch-up inside `serve` -------------------------
 if [ -n "${ONLY_PG:-}" ]; then
     stop_bg "$FAKE_PID"
+    rm -f "$DIR/rows.ndjson"
     exit 0
 fi
 log "$(date +%T) polls of another operation before, during and after a catch-up run by serve"
