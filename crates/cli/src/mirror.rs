@@ -7,6 +7,9 @@
 //! server's store (`voxtrail-server`): the server crate does not depend on the collector, and
 //! the collector knows nothing of the server (ARCHITECTURE.md, "Invariants").
 //!
+//! In `serve`, the mirrors run on their own runtime whose threads have a lower scheduling
+//! priority ([`MIRROR_NICE`]): a catch-up uses the cores reports leave idle.
+//!
 //! A mirror's run is the collector in follow mode (or one pass with `run --once`) writing
 //! through [`StoreDestination`]: each window's rows are upserted by conn_id together with the
 //! mirror's checkpoint (`Store::mirror_commit`). Errors are recorded on the mirror (shown by
@@ -297,16 +300,32 @@ impl Destination for StoreDestination {
     ) -> BoxFuture<'a, anyhow::Result<CommitOutcome>> {
         Box::pin(async move {
             let tz = self.operation.tz;
-            let recs = rows
-                .iter()
-                .map(|r| normalise(&r.row, tz))
-                .collect::<anyhow::Result<Vec<_>>>()?;
             let id = self.operation.id;
             let cp = WallClock::from_naive(window.checkpoint.0);
+            // Normalising is CPU work proportional to the window: on the blocking thread with
+            // the write, off the async workers (which meanwhile read the next window).
             let out = self
                 .store
-                .blocking(move |s| s.mirror_commit(id, &recs, cp))
-                .await?;
+                .blocking(move |s| {
+                    let recs = match rows
+                        .iter()
+                        .map(|r| normalise(&r.row, tz))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                    {
+                        Ok(recs) => recs,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    // Freeing a large window's parsed rows (a few allocations per field) is
+                    // left to another thread: the write is what the next window waits for.
+                    // (Should no thread be available, the refused closure frees them here.)
+                    if rows.len() >= 1_000 {
+                        let _ = std::thread::Builder::new().spawn(move || drop(rows));
+                    } else {
+                        drop(rows);
+                    }
+                    s.mirror_commit(id, &recs, cp).map(Ok)
+                })
+                .await??;
             Ok(CommitOutcome {
                 inserted: out.inserted,
                 updated: out.updated,
@@ -493,6 +512,7 @@ struct Running {
 pub struct Supervisor {
     stop: Stop,
     task: tokio::task::JoinHandle<()>,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Supervisor {
@@ -500,17 +520,62 @@ impl Supervisor {
     pub async fn shutdown(self) {
         self.stop.stop();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        // Not waited for: a commit still running rolls back with the process.
+        self.runtime.shutdown_background();
     }
 }
 
-/// Starts the supervisor of `voxtrail serve`: every [`POLL`] it looks at the mirror
-/// definitions the server last read (`view`), starts a run for each new one (once it holds
-/// the mirror's lease), restarts those `mirror set` changed, and stops the removed and halted
-/// ones. It makes no database read of its own.
-pub fn spawn_supervisor(store: Store, view: Arc<MirrorView>) -> Supervisor {
+/// The nice value of the mirrors' threads in `serve` (Linux): the lowest priority. When
+/// reports and a catch-up want the same cores, the scheduler gives a catch-up thread a weight of
+/// 15 against a report thread's 1024, so polls keep their pace and the mirror takes the idle
+/// time (bench/mirror.sh: with nice 10 polls lost more, with 0 far more). The price: a window's
+/// commit holds the SQLite write connection at that priority, so on cores saturated by reports
+/// an ingestion into another operation can wait for it longer. Lowering a thread's priority
+/// needs no privilege.
+pub const MIRROR_NICE: i32 = 19;
+
+/// Name of the mirrors' threads in `serve` (visible in `top -H`, `/proc/PID/task/*/comm`).
+pub const MIRROR_THREAD: &str = "voxtrail-mirror";
+
+/// Lowers the calling thread's scheduling priority to [`MIRROR_NICE`] (Linux: the nice value
+/// is per thread); elsewhere nothing.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let me = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(me), MIRROR_NICE) {
+            tracing::debug!(error = %e, "could not lower the mirror thread's priority");
+        }
+    }
+}
+
+/// The mirrors' own runtime in `serve`: one worker (HTTP to the upstreams, parsing answers)
+/// and blocking threads for the commits, all at [`MIRROR_NICE`], so a catch-up never takes
+/// the report server's workers nor its share of the cores.
+fn mirror_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(8)
+        .thread_name(MIRROR_THREAD)
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()
+}
+
+/// Starts the supervisor of `voxtrail serve` on the mirrors' own runtime
+/// ([`mirror_runtime`]): every [`POLL`] it looks at the mirror definitions the server last
+/// read (`view`), starts a run for each new one (once it holds the mirror's lease), restarts
+/// those `mirror set` changed, and stops the removed and halted ones. It makes no database
+/// read of its own.
+pub fn spawn_supervisor(store: Store, view: Arc<MirrorView>) -> anyhow::Result<Supervisor> {
+    let runtime = mirror_runtime().context("starting the mirrors' runtime")?;
     let stop = Stop::new();
-    let task = tokio::spawn(supervise(store, view, stop.clone()));
-    Supervisor { stop, task }
+    let task = runtime.spawn(supervise(store, view, stop.clone()));
+    Ok(Supervisor {
+        stop,
+        task,
+        runtime,
+    })
 }
 
 async fn supervise(store: Store, view: Arc<MirrorView>, stop: Stop) {

@@ -147,8 +147,9 @@ async fn run(
         println!("console token: {}", d.console);
         println!("open the console at http://{addr}/console/ and sign in with the console token");
     }
-    // Mirrors run on this runtime beside the server (crates/cli/src/mirror.rs).
-    let supervisor = crate::mirror::spawn_supervisor(mirrors, app.mirror_view());
+    // Mirrors run beside the server on their own runtime, at a lower priority
+    // (crates/cli/src/mirror.rs).
+    let supervisor = crate::mirror::spawn_supervisor(mirrors, app.mirror_view())?;
     let served = app.run_until_stopped(shutdown_signal()).await;
     supervisor.shutdown().await;
     drop(lock);

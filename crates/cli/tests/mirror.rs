@@ -281,6 +281,26 @@ impl EnvRef {
     }
 }
 
+/// Name and nice value of every thread of a process.
+#[cfg(target_os = "linux")]
+fn thread_priorities(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        // Fields after the command's closing parenthesis: state is field 3, nice field 19.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i64 = after.split(' ').nth(16).unwrap().parse().unwrap();
+        out.push((comm.trim().to_owned(), nice));
+    }
+    out
+}
+
 fn run_once(env: &EnvRef, op: &str) -> Output {
     env.cmd()
         .args(["mirror", "run", "--operation", op, "--once"])
@@ -335,6 +355,27 @@ async fn serve_runs_mirrors_picks_up_changes_and_halts_on_a_refused_token() {
         "serve did not run the new mirror: {}",
         server.logs()
     );
+    // The mirror ran on its own threads, at a lower scheduling priority than the threads
+    // that answer reports (Linux: nice values are per thread, in /proc).
+    #[cfg(target_os = "linux")]
+    {
+        let threads = thread_priorities(server.child.id());
+        let mirror: Vec<i64> = threads
+            .iter()
+            .filter(|(name, _)| name == "voxtrail-mirror")
+            .map(|(_, nice)| *nice)
+            .collect();
+        assert!(!mirror.is_empty(), "no mirror thread: {threads:?}");
+        assert!(mirror.iter().all(|n| *n == 19), "{threads:?}");
+        // The server's runtime workers and the report readers keep theirs.
+        let report_threads: Vec<i64> = threads
+            .iter()
+            .filter(|(name, _)| name.starts_with("tokio-") || name == "voxtrail-reader")
+            .map(|(_, nice)| *nice)
+            .collect();
+        assert!(!report_threads.is_empty(), "{threads:?}");
+        assert!(report_threads.iter().all(|n| *n == 0), "{threads:?}");
+    }
     // Rows changed and added upstream arrive with the next cycles.
     fake.add_rows([FakeRow::chat12(
         "new",

@@ -6,6 +6,7 @@
 //! of rows (a PHP associative array), as one row object, or absent; values that are numbers or
 //! `null` (read as text, `null` as `""`). Knows nothing of HTTP retries or windows.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
@@ -15,7 +16,40 @@ use voxtrail_wire::{Chat12Row, TokenInfoRow};
 /// One report row: field names and values as text, in the order the server sent them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Row {
-    fields: Vec<(String, String)>,
+    /// A field name the answers of the known reports use is not allocated for every row
+    /// ([`KNOWN_NAMES`]); others are owned.
+    fields: Vec<(Cow<'static, str>, String)>,
+}
+
+/// Field names of the reports voxtrail knows (`chat_12`, `token_info`, the hours endpoint):
+/// a row parsed from an answer refers to these instead of allocating its names again.
+const KNOWN_NAMES: [&str; 19] = [
+    "conn_id",
+    "agent_id",
+    "agent_name",
+    "channel",
+    "from",
+    "to",
+    "subject",
+    "body",
+    "date",
+    "cod_act",
+    "description_cod_act",
+    "description",
+    "token_limit",
+    "token_use_today",
+    "all_token_today",
+    "available_consumption_options",
+    "hour",
+    "records",
+    "digest",
+];
+
+fn field_name(name: &str) -> Cow<'static, str> {
+    match KNOWN_NAMES.iter().find(|k| **k == name) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(name.to_owned()),
+    }
 }
 
 impl Row {
@@ -32,7 +66,7 @@ impl Row {
         Self {
             fields: pairs
                 .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
+                .map(|(k, v)| (Cow::Owned(k.into()), v.into()))
                 .collect(),
         }
     }
@@ -41,13 +75,13 @@ impl Row {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| k.as_ref() == name)
             .map(|(_, v)| v.as_str())
     }
 
     /// Fields in the order the server sent them.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.fields.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 
     /// The row as a map of field name to value (the last value wins on a repeated name).
@@ -57,7 +91,10 @@ impl Row {
     /// assert_eq!(row.to_map()["a"], "1");
     /// ```
     pub fn to_map(&self) -> std::collections::BTreeMap<String, String> {
-        self.fields.iter().cloned().collect()
+        self.fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     /// Number of fields.
@@ -78,7 +115,7 @@ impl Row {
                 out.push(',');
             }
             // Serialising a string cannot fail.
-            out.push_str(&serde_json::to_string(k).expect("string"));
+            out.push_str(&serde_json::to_string(k.as_ref()).expect("string"));
             out.push(':');
             out.push_str(&serde_json::to_string(v).expect("string"));
         }
@@ -283,11 +320,36 @@ impl<'de> Visitor<'de> for RowVisitor {
         f.write_str("a row object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
-        let mut fields = Vec::new();
-        while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(11));
+        while let Some((FieldName(k), v)) = map.next_entry::<FieldName, serde_json::Value>()? {
             fields.push((k, cell(v)));
         }
         Ok(Row { fields })
+    }
+}
+
+/// A row's field name, read without allocating when it is a known one.
+struct FieldName(Cow<'static, str>);
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = FieldName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldName, E> {
+                Ok(FieldName(field_name(v)))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<FieldName, E> {
+                Ok(FieldName(match KNOWN_NAMES.iter().find(|k| **k == v) {
+                    Some(k) => Cow::Borrowed(k),
+                    None => Cow::Owned(v),
+                }))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -370,7 +432,7 @@ impl<'de> Deserialize<'de> for Data {
                 while let Some((k, e)) = map.next_entry::<String, Element>()? {
                     match e {
                         Element::Row(r) => rows.push(r),
-                        Element::Scalar(v) => scalars.push((k, cell(v))),
+                        Element::Scalar(v) => scalars.push((field_name(&k), cell(v))),
                     }
                 }
                 if rows.is_empty() && !scalars.is_empty() {

@@ -100,7 +100,8 @@ impl<D: Destination> Collector<D> {
                 .with_nanosecond(0)
                 .unwrap_or_default();
             let end = plan.until.unwrap_or(now);
-            let start = match self.checkpoint().await? {
+            let stored = self.checkpoint().await?;
+            let start = match stored {
                 Some(cp) => (cp + chrono::Duration::seconds(1) - plan.lookback).max(plan.since),
                 None => plan.since,
             };
@@ -109,58 +110,8 @@ impl<D: Destination> Collector<D> {
                     from: start,
                     to: end,
                 });
-                for w in range.split(plan.window) {
-                    if stop.is_stopped() {
-                        return Ok(());
-                    }
-                    let rows = match self.client.window(&plan.target.report, w).await {
-                        Ok(rows) => rows,
-                        // Following, a server that stays unreachable through every retry is
-                        // waited for: the next cycle starts again from the checkpoint. Final
-                        // refusals (token, limit) end the run.
-                        Err(e) if plan.follow && !e.is_final() => {
-                            self.progress.event(&Event::WindowDeferred {
-                                window: w,
-                                error: &e,
-                            });
-                            break;
-                        }
-                        Err(e) => {
-                            return Err(e).with_context(|| {
-                                format!("pulling {} window {w}", plan.target.report)
-                            });
-                        }
-                    };
-                    let count = rows.len();
-                    let keyed = rows
-                        .into_iter()
-                        .map(|row| {
-                            Ok(KeyedRow {
-                                key: plan.target.key.key(&row)?,
-                                row,
-                            })
-                        })
-                        .collect::<anyhow::Result<Vec<_>>>()?;
-                    let cp = self.checkpoint().await?.map_or(w.end, |c| c.max(w.end));
-                    let done = WindowDone {
-                        window: w,
-                        checkpoint: Checkpoint(cp),
-                    };
-                    let outcome = self
-                        .dest
-                        .commit(&done, keyed)
-                        .await
-                        .with_context(|| format!("writing window {w}"))?;
-                    totals.windows += 1;
-                    totals.rows += count as u64;
-                    totals.written += outcome.inserted;
-                    totals.updated += outcome.updated;
-                    self.progress.event(&Event::WindowCommitted {
-                        window: w,
-                        rows: count,
-                        outcome,
-                    });
-                }
+                self.windows(&plan, range.split(plan.window), stored, stop, totals)
+                    .await?;
             }
             let done = match plan.until {
                 Some(u) => self.checkpoint().await?.is_some_and(|c| c >= u),
@@ -175,6 +126,97 @@ impl<D: Destination> Collector<D> {
             }
             if stop.is_stopped() {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Copies a cycle's windows in order. Window N+1 is asked of the source while window N is
+    /// being committed (one request at a time all the same: the commit is not a request), so
+    /// a catch-up costs about max(fetch, commit) per window instead of their sum. Each commit
+    /// carries its window's checkpoint — the stored one (`stored`, read once per cycle) moved
+    /// forward window by window, never backwards — and commits stay in window order.
+    async fn windows(
+        &mut self,
+        plan: &crate::Config,
+        windows: Vec<Window>,
+        mut stored: Option<NaiveDateTime>,
+        stop: &Stop,
+        totals: &mut Summary,
+    ) -> anyhow::Result<()> {
+        let Self {
+            client,
+            dest,
+            progress,
+            ..
+        } = self;
+        let report = plan.target.report.as_str();
+        let mut windows = windows.into_iter();
+        let Some(first) = windows.next() else {
+            return Ok(());
+        };
+        if stop.is_stopped() {
+            return Ok(());
+        }
+        let mut current = (first, client.window(report, first).await);
+        loop {
+            let (w, fetched) = current;
+            let rows = match fetched {
+                Ok(rows) => rows,
+                // Following, a server that stays unreachable through every retry is waited
+                // for: the next cycle starts again from the checkpoint. Final refusals (token,
+                // limit) end the run.
+                Err(e) if plan.follow && !e.is_final() => {
+                    progress.event(&Event::WindowDeferred {
+                        window: w,
+                        error: &e,
+                    });
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("pulling {report} window {w}"));
+                }
+            };
+            let count = rows.len();
+            let keyed = rows
+                .into_iter()
+                .map(|row| {
+                    Ok(KeyedRow {
+                        key: plan.target.key.key(&row)?,
+                        row,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let cp = stored.map_or(w.end, |c| c.max(w.end));
+            let done = WindowDone {
+                window: w,
+                checkpoint: Checkpoint(cp),
+            };
+            let commit = dest.commit(&done, keyed);
+            // The next window is read while this one is written — unless a stop was asked:
+            // then this window is the last.
+            let next = windows.next().filter(|_| !stop.is_stopped());
+            let (committed, next) = match next {
+                Some(n) => {
+                    let (c, f) = tokio::join!(commit, client.window(report, n));
+                    (c, Some((n, f)))
+                }
+                None => (commit.await, None),
+            };
+            let outcome = committed.with_context(|| format!("writing window {w}"))?;
+            stored = Some(cp);
+            totals.windows += 1;
+            totals.rows += count as u64;
+            totals.written += outcome.inserted;
+            totals.updated += outcome.updated;
+            progress.event(&Event::WindowCommitted {
+                window: w,
+                rows: count,
+                outcome,
+            });
+            match next {
+                // A stop asked while the next window was read: it is not written.
+                Some(n) if !stop.is_stopped() => current = n,
+                _ => return Ok(()),
             }
         }
     }

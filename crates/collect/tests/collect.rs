@@ -502,3 +502,122 @@ async fn following_an_unreachable_upstream_defers_the_window_and_keeps_no_checkp
     );
     assert!(stored(&spec).await.is_empty());
 }
+
+/// A destination whose every commit waits until the source has been asked for the window
+/// after it (or 5 s pass, then fails): the collector reads window N+1 while window N commits.
+struct WaitsForTheNextRequest {
+    fake: Fake,
+    rows: Vec<String>,
+    checkpoints: Vec<Checkpoint>,
+    commits: usize,
+}
+
+impl Destination for WaitsForTheNextRequest {
+    fn checkpoint(&self) -> BoxFuture<'_, anyhow::Result<Option<Checkpoint>>> {
+        Box::pin(async move { Ok(self.checkpoints.last().copied()) })
+    }
+
+    fn commit<'a>(
+        &'a mut self,
+        window: &'a WindowDone,
+        rows: Vec<KeyedRow>,
+    ) -> BoxFuture<'a, anyhow::Result<CommitOutcome>> {
+        Box::pin(async move {
+            self.commits += 1;
+            let last = window.window.end >= parse_wall_clock(UNTIL).unwrap();
+            if !last {
+                let asked = self.commits + 1;
+                let seen = tokio::time::timeout(Duration::from_secs(5), async {
+                    while self.fake.requests.load(std::sync::atomic::Ordering::SeqCst) < asked {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+                .await;
+                anyhow::ensure!(seen.is_ok(), "window {} committed alone", window.window);
+            }
+            let n = rows.len() as u64;
+            self.rows.extend(rows.into_iter().map(|r| r.key));
+            self.checkpoints.push(window.checkpoint);
+            Ok(CommitOutcome {
+                inserted: n,
+                ..Default::default()
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_next_window_is_read_while_the_previous_one_commits_one_request_at_a_time() {
+    // Three daily windows of hourly rows.
+    let rows = spread("p", 72, "2026-01-01 00:00:00", 3600);
+    let fake = Fake::start(rows.clone(), Mode::default()).await;
+    let c = client(&fake, None);
+    let cfg = config(&c, SINCE, UNTIL);
+    let dest = WaitsForTheNextRequest {
+        fake: fake.clone(),
+        rows: Vec::new(),
+        checkpoints: Vec::new(),
+        commits: 0,
+    };
+    let s = Collector::new(cfg, c, dest).run(Stop::new()).await;
+    assert!(s.error.is_none(), "{:?}", s.error);
+    assert_eq!((s.windows, s.rows, s.written), (3, 72, 72));
+    assert_eq!(fake.requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(
+        fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "still one request at a time"
+    );
+    assert_eq!(
+        s.checkpoint,
+        Some(Checkpoint(parse_wall_clock(UNTIL).unwrap()))
+    );
+}
+
+/// The quota arithmetic of docs/operations.md ("Mirrors"): a caught-up collector following a
+/// quiet source with `--window 1d` asks one request per cycle (it re-reads `lookback + every`),
+/// so `--every 5m` costs 86400 / 300 = 288 requests a day.
+#[tokio::test]
+async fn a_caught_up_follower_of_a_quiet_source_asks_one_request_per_cycle() {
+    let tz = chrono_tz::America::Bogota;
+    let now = chrono::Utc::now().with_timezone(&tz).naive_local();
+    let start = (now - chrono::Duration::minutes(30)).format("%Y-%m-%d %H:%M:%S");
+    let fake = Fake::start(spread("q", 3, &start.to_string(), 60), Mode::default()).await;
+    let c = client(&fake, None);
+    let mut cfg = config(&c, SINCE, UNTIL);
+    cfg.since = now - chrono::Duration::hours(1);
+    cfg.until = None;
+    cfg.follow = true;
+    cfg.every = Duration::from_millis(50);
+    cfg.lookback = chrono::Duration::minutes(15);
+    cfg.window = chrono::Duration::days(1);
+    let stop = Stop::new();
+    let (s2, cycles) = (stop.clone(), Arc::new(Mutex::new(0usize)));
+    let seen = cycles.clone();
+    let progress: Arc<dyn Progress> = Arc::new(move |e: &Event<'_>| {
+        if let Event::CycleStarted { .. } = e {
+            let mut n = seen.lock().unwrap();
+            *n += 1;
+            // The sixth cycle is stopped before it asks anything.
+            if *n == 6 {
+                s2.stop();
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spec = DestSpec::Sqlite(dir.path().join("quiet.db"));
+    let dest = open(&spec, &cfg.target, no_progress()).await.unwrap();
+    let s = Collector::new(cfg, c, dest)
+        .progress(progress)
+        .run(stop)
+        .await;
+    assert!(s.error.is_none(), "{:?}", s.error);
+    assert_eq!(*cycles.lock().unwrap(), 6);
+    assert_eq!(s.windows, 5, "one window per cycle");
+    assert_eq!(s.written, 3);
+    assert_eq!(
+        fake.requests.load(std::sync::atomic::Ordering::SeqCst),
+        5,
+        "one request per cycle"
+    );
+}

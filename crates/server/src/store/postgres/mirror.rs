@@ -1,6 +1,6 @@
-//! PostgreSQL mirrors: definitions and state in `mirrors`; a mirror commit is one transaction
-//! of three statements (insert the new conn_ids, replace the changed ones in place, move the
-//! checkpoint), each over the whole window as arrays.
+//! PostgreSQL mirrors: definitions and state in `mirrors`; a mirror commit is one transaction:
+//! the feed lock, the window's rows as arrays through one prepared upsert per 1,000 rows
+//! ([`UPSERT`]: new conn_ids inserted, changed ones replaced in place), and the checkpoint.
 //!
 //! A running mirror holds a lease: a session advisory lock (one-bigint key space,
 //! [`MIRROR_LOCK_BASE`] + operation id) taken with `pg_try_advisory_lock` on a dedicated
@@ -18,24 +18,36 @@ const SELECT: &str = "SELECT m.operation_id, o.name, m.url, m.token, m.since, m.
         m.rows_updated, m.errors, m.last_error, m.halted, m.generation
    FROM mirrors m JOIN operations o ON o.id = m.operation_id ORDER BY o.name COLLATE \"C\"";
 
-const INSERT_NEW: &str = "
-INSERT INTO interactions(operation_id, conn_id, local_ts, json_len, json)
-SELECT $1, conn_id, local_ts, json_len, json
-  FROM unnest($2::bytea[], $3::int8[], $4::int4[], $5::bytea[]) WITH ORDINALITY
-       AS t(conn_id, local_ts, json_len, json, ord)
- ORDER BY ord
-ON CONFLICT (operation_id, conn_id) DO NOTHING";
+/// Up to [`UPSERT_CHUNK`] rows of a window in one statement: a new conn_id is inserted (rows take `seq` in the
+/// window's order); a known one whose JSON differs is replaced in place — it keeps `seq`, so it
+/// keeps its place among the rows of its second, and takes a new feed position (the
+/// transaction holds the operation's feed lock, `feed.rs`); `row_hash` is a generated column
+/// and follows `json` by itself. An identical row is left alone (no new row version). Answers
+/// how many rows were inserted and how many replaced (`xmax = 0` marks a row version this
+/// statement inserted).
+const UPSERT: &str = "
+WITH up AS (
+    INSERT INTO interactions(operation_id, conn_id, local_ts, json_len, json)
+    SELECT $1, conn_id, local_ts, json_len, json
+      FROM unnest($2::bytea[], $3::int8[], $4::int4[], $5::bytea[]) WITH ORDINALITY
+           AS t(conn_id, local_ts, json_len, json, ord)
+     ORDER BY ord
+    ON CONFLICT (operation_id, conn_id) DO UPDATE
+       SET local_ts = excluded.local_ts, json_len = excluded.json_len, json = excluded.json,
+           feed_pos = nextval('interactions_feed_pos')
+     WHERE interactions.json <> excluded.json
+    RETURNING xmax = 0 AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up";
 
-/// Keeps `seq`: a replaced row keeps its place among the rows of its second. It takes a new
-/// feed position (the transaction holds the operation's feed lock, `feed.rs`); `row_hash` is a
-/// generated column and follows `json` by itself.
-const REPLACE_CHANGED: &str = "
-UPDATE interactions s
-   SET local_ts = t.local_ts, json_len = t.json_len, json = t.json,
-       feed_pos = nextval('interactions_feed_pos')
-  FROM unnest($2::bytea[], $3::int8[], $4::int4[], $5::bytea[])
-       AS t(conn_id, local_ts, json_len, json)
- WHERE s.operation_id = $1 AND s.conn_id = t.conn_id AND s.json <> t.json";
+/// Rows per upsert statement: ~2 MB of 2 KB rows, within PostgreSQL's default `work_mem` (4 MB).
+const UPSERT_CHUNK: usize = 1_000;
+
+/// Moves the checkpoint (never backwards) and counts the window's outcome.
+const ADVANCE: &str = "UPDATE mirrors SET checkpoint = GREATEST(COALESCE(checkpoint, 0), $2),
+        last_success = $3, rows_inserted = rows_inserted + $4,
+        rows_updated = rows_updated + $5, last_error = NULL
+  WHERE operation_id = $1";
 
 fn wall_clock(v: i64, what: &str) -> StoreResult<WallClock> {
     WallClock::from_i64(v).ok_or_else(|| StoreError::Corrupt(format!("mirror {what} {v}")))
@@ -167,35 +179,39 @@ impl PgStore {
         rows: &[&Interaction],
         checkpoint: WallClock,
     ) -> StoreResult<MirrorOutcome> {
-        let conn_ids: Vec<&[u8]> = rows.iter().map(|r| r.conn_id.as_bytes()).collect();
-        let ts: Vec<i64> = rows.iter().map(|r| r.date.as_i64()).collect();
-        let lens = rows
-            .iter()
-            .map(|r| i32::try_from(r.json.len()))
-            .collect::<Result<Vec<i32>, _>>()
-            .map_err(|_| StoreError::Corrupt("record larger than 2 GiB".into()))?;
-        let jsons: Vec<&[u8]> = rows.iter().map(|r| r.json.as_slice()).collect();
         let mut conn = self.conn()?;
         let result = (|| -> StoreResult<MirrorOutcome> {
+            let upsert = conn.prepared(UPSERT)?;
+            let advance = conn.prepared(ADVANCE)?;
             let mut tx = conn.client().transaction()?;
             // Feed positions of this window's rows commit in the order they are drawn.
             super::feed::lock_feed(&mut tx, operation_id)?;
-            let params: [&(dyn postgres::types::ToSql + Sync); 5] =
-                [&operation_id, &conn_ids, &ts, &lens, &jsons];
-            // The console's counts of the rows about to change (`console.rs`), its state row
-            // held so the indexer cannot count them meanwhile.
+            // The console's counts of the rows about to change (`console.rs`) are taken back
+            // first, its state row held so the indexer cannot count them meanwhile.
             let indexed = super::console::lock_index_state(&mut tx, operation_id)?;
-            tx.execute(
-                super::console::UNCOUNT_REPLACED,
-                &[&operation_id, &conn_ids, &ts, &lens, &jsons, &indexed],
-            )?;
-            let inserted = tx.execute(INSERT_NEW, &params)?;
-            let updated = tx.execute(REPLACE_CHANGED, &params)?;
+            let (mut inserted, mut updated) = (0u64, 0u64);
+            // In chunks, in order: each statement's rows sort in memory (`ORDER BY ord` over a
+            // whole 60,000-row window would spill to disk past `work_mem`).
+            for chunk in rows.chunks(UPSERT_CHUNK) {
+                let conn_ids: Vec<&[u8]> = chunk.iter().map(|r| r.conn_id.as_bytes()).collect();
+                let ts: Vec<i64> = chunk.iter().map(|r| r.date.as_i64()).collect();
+                let lens = chunk
+                    .iter()
+                    .map(|r| i32::try_from(r.json.len()))
+                    .collect::<Result<Vec<i32>, _>>()
+                    .map_err(|_| StoreError::Corrupt("record larger than 2 GiB".into()))?;
+                let jsons: Vec<&[u8]> = chunk.iter().map(|r| r.json.as_slice()).collect();
+                tx.execute(
+                    super::console::UNCOUNT_REPLACED,
+                    &[&operation_id, &conn_ids, &ts, &lens, &jsons, &indexed],
+                )?;
+                let counts =
+                    tx.query_one(&upsert, &[&operation_id, &conn_ids, &ts, &lens, &jsons])?;
+                inserted += counts.try_get::<_, i64>(0)?.max(0) as u64;
+                updated += counts.try_get::<_, i64>(1)?.max(0) as u64;
+            }
             let n = tx.execute(
-                "UPDATE mirrors SET checkpoint = GREATEST(COALESCE(checkpoint, 0), $2),
-                        last_success = $3, rows_inserted = rows_inserted + $4,
-                        rows_updated = rows_updated + $5, last_error = NULL
-                  WHERE operation_id = $1",
+                &advance,
                 &[
                     &operation_id,
                     &checkpoint.as_i64(),

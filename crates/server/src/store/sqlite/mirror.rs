@@ -118,6 +118,12 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// A window's rows and the checkpoint in one `BEGIN IMMEDIATE` transaction. Each row is
+    /// first inserted (`ON CONFLICT DO NOTHING`: one statement for a new conn_id, the common
+    /// case of a catch-up); only a conn_id already stored is read back and compared, and
+    /// replaced in place when its content changed. Statements are prepared once per
+    /// connection; feed positions are counted up from the operation's highest, read once (the
+    /// write connection is held until commit, so nobody else draws one meanwhile).
     pub fn mirror_commit(
         &self,
         operation_id: i64,
@@ -130,22 +136,25 @@ impl SqliteStore {
             .map_err(StoreError::from_sqlite)?;
         let mut out = MirrorOutcome::default();
         {
-            let mut find = tx.prepare_cached(
-                "SELECT seq, json, local_ts FROM interactions WHERE operation_id = ?1 AND conn_id = ?2",
-            )?;
             // New and replaced rows carry their SHA-256 (`store/digest.rs`) and take the next
             // feed position of the operation (`sqlite/feed.rs`): one writer, so in commit order.
+            let mut feed_pos: i64 = tx
+                .prepare_cached(
+                    "SELECT IFNULL(MAX(feed_pos), 0) FROM interactions WHERE operation_id = ?1",
+                )?
+                .query_row([operation_id], |r| r.get(0))?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO interactions(operation_id, conn_id, local_ts, json_len, json, row_hash,
                                           feed_pos)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6,
-                         (SELECT IFNULL(MAX(feed_pos), 0) + 1 FROM interactions
-                           WHERE operation_id = ?1))",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(operation_id, conn_id) DO NOTHING",
+            )?;
+            let mut find = tx.prepare_cached(
+                "SELECT seq, json, local_ts FROM interactions WHERE operation_id = ?1 AND conn_id = ?2",
             )?;
             let mut replace = tx.prepare_cached(
-                "UPDATE interactions SET local_ts = ?3, json_len = ?4, json = ?5, row_hash = ?6,
-                        feed_pos = (SELECT IFNULL(MAX(feed_pos), 0) + 1 FROM interactions
-                                     WHERE operation_id = ?2)
+                "UPDATE interactions SET local_ts = ?2, json_len = ?3, json = ?4, row_hash = ?5,
+                        feed_pos = ?6
                   WHERE seq = ?1",
             )?;
             let mut unindex = tx.prepare_cached(
@@ -164,7 +173,25 @@ impl SqliteStore {
                     AND ?1 <= (SELECT indexed_upto FROM console_fts_state WHERE id = 1)",
             )?;
             for r in rows {
-                let found = find
+                let len = r.json.len() as i64;
+                let hash = crate::store::digest::row_hash(&r.json);
+                let inserted = insert
+                    .execute(params![
+                        operation_id,
+                        r.conn_id,
+                        r.date.as_i64(),
+                        len,
+                        r.json,
+                        hash.as_slice(),
+                        feed_pos + 1
+                    ])
+                    .map_err(StoreError::from_sqlite)?;
+                if inserted == 1 {
+                    feed_pos += 1;
+                    out.inserted += 1;
+                    continue;
+                }
+                let (seq, old, old_ts) = find
                     .query_row(params![operation_id, r.conn_id], |row| {
                         Ok((
                             row.get::<_, i64>(0)?,
@@ -173,60 +200,41 @@ impl SqliteStore {
                         ))
                     })
                     .optional()?
-                    .map(|(seq, old, old_ts)| {
-                        let same = old == r.json;
-                        (seq, same, old, old_ts)
-                    });
-                let len = r.json.len() as i64;
-                match found {
-                    None => {
-                        insert
-                            .execute(params![
-                                operation_id,
-                                r.conn_id,
-                                r.date.as_i64(),
-                                len,
-                                r.json,
-                                crate::store::digest::row_hash(&r.json)
-                            ])
-                            .map_err(StoreError::from_sqlite)?;
-                        out.inserted += 1;
-                    }
-                    Some((seq, false, old, old_ts)) => {
-                        // A row the console's word search already indexed leaves the index
-                        // with its old words and comes back with its new ones; a row the
-                        // overview counted moves its counts (`console.rs`).
-                        unindex
-                            .execute(params![seq, old])
-                            .map_err(StoreError::from_sqlite)?;
-                        super::console::adjust_counts(&tx, operation_id, seq, old_ts, &old, -1)
-                            .map_err(StoreError::from_sqlite)?;
-                        replace
-                            .execute(params![
-                                seq,
-                                operation_id,
-                                r.date.as_i64(),
-                                len,
-                                r.json,
-                                crate::store::digest::row_hash(&r.json)
-                            ])
-                            .map_err(StoreError::from_sqlite)?;
-                        reindex
-                            .execute(params![seq])
-                            .map_err(StoreError::from_sqlite)?;
-                        super::console::adjust_counts(
-                            &tx,
-                            operation_id,
-                            seq,
-                            r.date.as_i64(),
-                            &r.json,
-                            1,
-                        )
-                        .map_err(StoreError::from_sqlite)?;
-                        out.updated += 1;
-                    }
-                    Some((_, true, _, _)) => out.unchanged += 1,
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "conn_id {:?} neither new nor found",
+                            r.conn_id
+                        ))
+                    })?;
+                if old == r.json {
+                    out.unchanged += 1;
+                    continue;
                 }
+                // A row the console's word search already indexed leaves the index with its
+                // old words and comes back with its new ones; a row the overview counted moves
+                // its counts (`console.rs`).
+                unindex
+                    .execute(params![seq, old])
+                    .map_err(StoreError::from_sqlite)?;
+                super::console::adjust_counts(&tx, operation_id, seq, old_ts, &old, -1)
+                    .map_err(StoreError::from_sqlite)?;
+                feed_pos += 1;
+                replace
+                    .execute(params![
+                        seq,
+                        r.date.as_i64(),
+                        len,
+                        r.json,
+                        hash.as_slice(),
+                        feed_pos
+                    ])
+                    .map_err(StoreError::from_sqlite)?;
+                reindex
+                    .execute(params![seq])
+                    .map_err(StoreError::from_sqlite)?;
+                super::console::adjust_counts(&tx, operation_id, seq, r.date.as_i64(), &r.json, 1)
+                    .map_err(StoreError::from_sqlite)?;
+                out.updated += 1;
             }
         }
         let n = tx
