@@ -127,12 +127,12 @@ impl AsyncConn {
 impl Drop for AsyncConn {
     fn drop(&mut self) {
         let Some(p) = self.pooled.take() else { return };
+        let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
         if self.reusable && !p.client.is_closed() {
-            self.pool
-                .idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(p);
+            idle.push(p);
+        } else if p.client.is_closed() {
+            // Lost while in use: the idle connections opened before it most likely are too.
+            idle.clear();
         }
         // Otherwise dropping the client closes the session (and frees its advisory locks).
     }

@@ -151,10 +151,22 @@ impl Drop for Conn {
             st.idle.push(p);
             drop(st);
         } else {
-            st.open -= 1;
+            // A connection lost while in use (the server restarted, or terminated its
+            // sessions): the idle ones opened before it are most likely lost too, and a blocking
+            // client only notices when next used — one failed request each after the database
+            // is back. Close them all now; new ones are opened on demand.
+            let stale = if p.client.is_closed() {
+                std::mem::take(&mut st.idle)
+            } else {
+                Vec::new()
+            };
+            st.open -= 1 + stale.len();
             drop(st);
             dispose(p.client);
+            for s in stale {
+                dispose(s.client);
+            }
         }
-        self.pool.freed.notify_one();
+        self.pool.freed.notify_all();
     }
 }
