@@ -238,11 +238,29 @@ fn list_line(m: &Mirror) -> String {
 pub struct StoreDestination {
     store: Store,
     operation: Operation,
+    /// After each window's commit, pause this many times as long as the commit took (0: none).
+    rest: f64,
 }
+
+/// How long a mirror run by `serve` rests after each window's commit, as a multiple of the
+/// commit's own time: a catch-up writes at most about half the time, and the reports and
+/// ingestions of other operations (which share the database, and on SQLite its write
+/// connection and WAL) keep most of their pace. `mirror run` in the foreground does not rest.
+pub const BACKGROUND_REST: f64 = 1.0;
 
 impl StoreDestination {
     pub fn new(store: Store, operation: Operation) -> Self {
-        Self { store, operation }
+        Self {
+            store,
+            operation,
+            rest: 0.0,
+        }
+    }
+
+    /// Rests `factor` times a commit's duration after each commit (see [`BACKGROUND_REST`]).
+    pub fn resting(mut self, factor: f64) -> Self {
+        self.rest = factor.max(0.0);
+        self
     }
 }
 
@@ -302,6 +320,7 @@ impl Destination for StoreDestination {
             let tz = self.operation.tz;
             let id = self.operation.id;
             let cp = WallClock::from_naive(window.checkpoint.0);
+            let started = std::time::Instant::now();
             // Normalising is CPU work proportional to the window: on the blocking thread with
             // the write, off the async workers (which meanwhile read the next window).
             let out = self
@@ -326,6 +345,9 @@ impl Destination for StoreDestination {
                     s.mirror_commit(id, &recs, cp).map(Ok)
                 })
                 .await??;
+            if self.rest > 0.0 {
+                tokio::time::sleep(started.elapsed().mul_f64(self.rest)).await;
+            }
             Ok(CommitOutcome {
                 inserted: out.inserted,
                 updated: out.updated,
@@ -399,7 +421,15 @@ async fn record_error(store: &Store, operation_id: i64, text: String, halt: bool
 }
 
 /// One run of a mirror's collector: until up to date (`follow == false`), or until stopped.
-async fn run_mirror(store: &Store, m: &Mirror, op: &Operation, follow: bool, stop: Stop) -> RunEnd {
+/// `rest`: see [`StoreDestination::resting`] (`serve` passes [`BACKGROUND_REST`]).
+async fn run_mirror(
+    store: &Store,
+    m: &Mirror,
+    op: &Operation,
+    follow: bool,
+    rest: f64,
+    stop: Stop,
+) -> RunEnd {
     let client = match client_for(m, op) {
         Ok(c) => c,
         Err(e) => {
@@ -420,7 +450,7 @@ async fn run_mirror(store: &Store, m: &Mirror, op: &Operation, follow: bool, sto
             }
         }
     });
-    let dest = StoreDestination::new(store.clone(), op.clone());
+    let dest = StoreDestination::new(store.clone(), op.clone()).resting(rest);
     let summary = Collector::new(config, client, dest)
         .progress(progress)
         .run(stop)
@@ -480,7 +510,7 @@ async fn run_foreground(store: Store, op: Operation, m: Mirror, once: bool) -> a
             stop.stop();
         });
     }
-    let end = run_mirror(&store, &m, &op, !once, stop).await;
+    let end = run_mirror(&store, &m, &op, !once, 0.0, stop).await;
     drop(lease);
     let id = op.id;
     let after = store.blocking(move |s| s.mirror(id)).await?;
@@ -697,7 +727,7 @@ async fn run_supervised(store: Store, m: Mirror, stop: Stop) {
                 }
             };
             let end = tokio::select! {
-                end = run_mirror(&store, &m, &op, true, run_stop.clone()) => end,
+                end = run_mirror(&store, &m, &op, true, BACKGROUND_REST, run_stop.clone()) => end,
                 _ = watch => {
                     // The run finishes its window; a lost lease must not keep writing.
                     RunEnd::Done
