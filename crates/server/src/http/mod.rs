@@ -284,9 +284,17 @@ async fn refresh_mirrors(st: &AppState) {
     }
 }
 
+/// How long the indexer rests after a batch, as a multiple of the batch's own time: while rows
+/// arrive faster than it indexes (a bulk load), it takes at most a quarter of the time — of the
+/// write connection on SQLite, of the cores everywhere — and ingestion keeps its pace; it catches
+/// up once the load ends (searches and overviews stay exact meanwhile, scanning what is not
+/// indexed yet). Measured: bench/RESULTS.md, "HTTP ingestion beside the indexer".
+const INDEXER_REST: f64 = 3.0;
+
 /// The console's indexer: indexes newly stored rows for word search and counts them for the
 /// overview, on a timer, in batches of `INDEX_BATCH_ROWS` (one short write transaction each, so
-/// ingestion waits at most one batch; on PostgreSQL one per operation, beside ingestion).
+/// ingestion waits at most one batch; on PostgreSQL one per operation, beside ingestion),
+/// resting [`INDEXER_REST`] times a batch's duration after each.
 async fn index_search(st: AppState) {
     let mut tick = tokio::time::interval(Duration::from_millis(st.config.search_index_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -294,12 +302,16 @@ async fn index_search(st: AppState) {
     loop {
         tick.tick().await;
         loop {
+            let started = std::time::Instant::now();
             match st
                 .store
                 .blocking(|s| s.index_search_batch(crate::store::sqlite::INDEX_BATCH_ROWS))
                 .await
             {
-                Ok(n) if n > 0 => tracing::debug!(rows = n, "indexed rows for word search"),
+                Ok(n) if n > 0 => {
+                    tracing::debug!(rows = n, "indexed rows for word search");
+                    tokio::time::sleep(started.elapsed().mul_f64(INDEXER_REST)).await;
+                }
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "indexing rows for word search");
