@@ -310,6 +310,10 @@ async fn index_search(st: AppState) {
             {
                 Ok(n) if n > 0 => {
                     tracing::debug!(rows = n, "indexed rows for word search");
+                    // A batch short of full means caught up: the next rows wait for the tick.
+                    if n < crate::store::sqlite::INDEX_BATCH_ROWS as u64 {
+                        break;
+                    }
                     tokio::time::sleep(started.elapsed().mul_f64(INDEXER_REST)).await;
                 }
                 Ok(_) => break,
